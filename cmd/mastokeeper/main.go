@@ -1,0 +1,322 @@
+// Command mastokeeper provisions, launches and looks after the Mastodon
+// stack on a balena device (or any Docker host). See README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/mastodon-on-balena/mastodon-balena/config"
+	"github.com/mastodon-on-balena/mastodon-balena/instance"
+	"github.com/mastodon-on-balena/mastodon-balena/jobs"
+	"github.com/mastodon-on-balena/mastodon-balena/launch"
+	"github.com/mastodon-on-balena/mastodon-balena/mastodon"
+	"github.com/mastodon-on-balena/mastodon-balena/sizing"
+)
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailed  = 1
+	exitUsage   = 2
+	exitRefused = 3 // the configuration contradicts the instance or is invalid
+)
+
+const usage = `mastokeeper - keeps a Mastodon instance on balena provisioned and alive
+
+Usage:
+  mastokeeper run                       the keeper service: provision, then stay up
+  mastokeeper provision                 provision once and exit
+  mastokeeper launch mastodon -- CMD... wait for the database, then exec a Mastodon process
+  mastokeeper launch postgres -- CMD... wait for the instance's passwords, then exec PostgreSQL
+  mastokeeper healthcheck URL|sidekiq   container healthcheck for web, streaming, sidekiq
+  mastokeeper status                    domain, versions, provisioning state (secrets redacted)
+  mastokeeper config check              report every bad variable at once
+  mastokeeper secrets generate          print a fresh set of secrets as KEY=value lines
+  mastokeeper admin reset-password NAME give account NAME a new password
+
+Everything is configured with environment variables (balena dashboard
+variables on a device); see README.md for the list.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	logger := slog.New(slog.NewTextHandler(stderr, nil))
+
+	switch cmd, rest := args[0], args[1:]; {
+	case cmd == "run" && len(rest) == 0:
+		return keep(ctx, logger.With("component", "keeper"), stderr, true)
+	case cmd == "provision" && len(rest) == 0:
+		return keep(ctx, logger.With("component", "keeper"), stderr, false)
+	case cmd == "launch" && len(rest) >= 3 && rest[1] == "--" && (rest[0] == "mastodon" || rest[0] == "postgres"):
+		return launchCmd(ctx, logger.With("component", "launch", "process", rest[2]), rest[0], rest[2:])
+	case cmd == "healthcheck" && len(rest) == 1:
+		return healthcheck(ctx, rest[0], stderr)
+	case cmd == "status" && len(rest) == 0:
+		return status(stdout, stderr)
+	case cmd == "config" && len(rest) == 1 && rest[0] == "check":
+		return configCheck(stdout, stderr)
+	case cmd == "secrets" && len(rest) == 1 && rest[0] == "generate":
+		return secretsGenerate(stdout, stderr)
+	case cmd == "admin" && len(rest) == 2 && rest[0] == "reset-password":
+		return resetPassword(ctx, logger.With("component", "admin"), rest[1], stdout, stderr)
+	case cmd == "help" || cmd == "-h" || cmd == "--help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "mastokeeper: unknown command or wrong arguments: %s\n\n%s", strings.Join(args, " "), usage)
+	return exitUsage
+}
+
+// loadConfig reads the configuration and the device's sizing.
+func loadConfig() (*config.Config, sizing.Plan, error) {
+	cfg, err := config.Load(os.Getenv)
+	if err != nil {
+		return nil, sizing.Plan{}, err
+	}
+	mem, err := sizing.MemTotal("/proc/meminfo")
+	if err != nil {
+		return nil, sizing.Plan{}, err
+	}
+	return cfg, sizing.For(mem, os.Getenv), nil
+}
+
+// keep provisions; as the service (stay) it then remains up, and on a
+// refusal it stays up too, saying what to fix, rather than restart-looping.
+func keep(ctx context.Context, log *slog.Logger, logOut io.Writer, stay bool) int {
+	cfg, plan, err := loadConfig()
+	if err == nil {
+		p := &jobs.Provisioner{Cfg: cfg, Getenv: os.Getenv, Environ: os.Environ(), Plan: plan, Log: log, Banner: logOut}
+		err = p.Run(ctx)
+	}
+	var refused *jobs.RefusedError
+	var cfgErr *config.Error
+	switch {
+	case err == nil:
+		if !stay {
+			return exitOK
+		}
+		log.Info("instance provisioned; the keeper stays up")
+		<-ctx.Done()
+		log.Info("stopping")
+		return exitOK
+	case ctx.Err() != nil:
+		log.Info("stopped before provisioning finished; it resumes at the next start", "error", err.Error())
+		return exitFailed
+	case errors.As(err, &refused) || errors.As(err, &cfgErr):
+		logLines(log, slog.LevelError, err.Error())
+		if !stay {
+			return exitRefused
+		}
+		log.Error("the keeper will not touch this instance until the problem above is fixed; changing a variable in the dashboard restarts it")
+		<-ctx.Done()
+		return exitRefused
+	default:
+		logLines(log, slog.LevelError, "provisioning failed: "+err.Error())
+		log.Error("the keeper exits and is restarted by the engine; provisioning resumes where it stopped")
+		return exitFailed
+	}
+}
+
+// logLines logs a multi-line message one line at a time, so each reads
+// well in the dashboard.
+func logLines(log *slog.Logger, level slog.Level, msg string) {
+	for _, l := range strings.Split(msg, "\n") {
+		if strings.TrimSpace(l) != "" {
+			log.Log(context.Background(), level, strings.TrimSpace(l))
+		}
+	}
+}
+
+const startedFile = "/tmp/mastokeeper-launched"
+
+func launchCmd(ctx context.Context, log *slog.Logger, what string, argv []string) int {
+	cfg, plan, err := loadConfig()
+	if err == nil {
+		l := &launch.Launcher{Cfg: cfg, Getenv: os.Getenv, Environ: os.Environ(), Plan: plan, Log: log,
+			StartedFile: startedFile, Poll: 2 * time.Second}
+		if what == "mastodon" {
+			err = l.Mastodon(ctx, argv)
+		} else {
+			err = l.Postgres(ctx, argv)
+		}
+	}
+	// Exec only returns on failure.
+	if ctx.Err() != nil {
+		return exitOK
+	}
+	var guard *instance.GuardError
+	var cfgErr *config.Error
+	if errors.As(err, &guard) || errors.As(err, &cfgErr) {
+		logLines(log, slog.LevelError, err.Error())
+		log.Error("not starting until the problem above is fixed")
+		<-ctx.Done()
+		return exitRefused
+	}
+	log.Error(err.Error())
+	return exitFailed
+}
+
+func healthcheck(ctx context.Context, target string, stderr io.Writer) int {
+	cfg, err := config.Load(os.Getenv)
+	if cfg == nil {
+		fmt.Fprintln(stderr, err)
+		return exitFailed
+	}
+	h := launch.Health{StateDir: cfg.StateDir, Version: cfg.MastodonVersion, StartedFile: startedFile,
+		Grace: 5 * time.Minute, SidekiqReadyFile: launch.SidekiqReadyFile(os.Getenv)}
+	if err := h.Check(ctx, target); err != nil {
+		fmt.Fprintln(stderr, "unhealthy:", err)
+		return exitFailed
+	}
+	return exitOK
+}
+
+func status(stdout, stderr io.Writer) int {
+	cfg, plan, err := loadConfig()
+	if cfg == nil {
+		fmt.Fprintln(stderr, err)
+		return exitFailed
+	}
+	dir := instance.Dir{Path: cfg.StateDir}
+	w := func(k, v string) { fmt.Fprintf(stdout, "%-22s %s\n", k+":", v) }
+	w("Mastodon (this image)", orDash(cfg.MastodonVersion))
+	rec, rerr := dir.Read()
+	switch {
+	case errors.Is(rerr, instance.ErrNotProvisioned):
+		w("Instance", "not provisioned yet (the keeper does it at its first start)")
+	case rerr != nil:
+		w("Instance", "unreadable: "+rerr.Error())
+	default:
+		domain := rec.LocalDomain
+		if instance.IsPublicURLHost(domain) {
+			domain += "  (balena public URL: bound to this device)"
+		}
+		w("Domain", domain)
+		w("Provisioned", rec.CreatedAt.Format(time.RFC3339))
+		for _, name := range instance.SecretNames {
+			how := "generated"
+			for _, a := range rec.Adopted {
+				if a == name {
+					how = "adopted from a variable"
+				}
+			}
+			state := "missing"
+			if rec.Secrets[name] != "" {
+				state = "set [redacted], " + how
+			}
+			w(name, state)
+		}
+	}
+	w("Schema seeded", yesNo(dir.Has(instance.MarkerSeeded)))
+	w("Schema ready for", orDash(strings.Join(dir.ReadyVersions(), ", ")))
+	w("Owner password shown", yesNo(dir.Has(instance.MarkerOwnerAnnounced)))
+	w("Sizing", plan.String())
+	if err != nil {
+		fmt.Fprintln(stdout)
+		fmt.Fprintln(stdout, err)
+	}
+	return exitOK
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+// configCheck reports every problem at once: bad variables, an unusable
+// domain, and variables contradicting the recorded instance.
+func configCheck(stdout, stderr io.Writer) int {
+	var problems []string
+	cfg, err := config.Load(os.Getenv)
+	var cfgErr *config.Error
+	if errors.As(err, &cfgErr) {
+		for _, p := range cfgErr.Problems {
+			problems = append(problems, p.String())
+		}
+	}
+	if os.Getenv("LOCAL_DOMAIN") == "" {
+		if _, _, err := instance.ResolveDomain(os.Getenv); err != nil {
+			problems = append(problems, err.Error())
+		}
+	}
+	if rec, err := (instance.Dir{Path: cfg.StateDir}).Read(); err == nil {
+		var g *instance.GuardError
+		if err := instance.Guard(rec, os.Getenv); errors.As(err, &g) {
+			problems = append(problems, g.Problems...)
+		}
+	}
+	if len(problems) == 0 {
+		fmt.Fprintln(stdout, "configuration OK")
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "%d problem(s):\n", len(problems))
+	for _, p := range problems {
+		fmt.Fprintln(stderr, "  - "+p)
+	}
+	return exitRefused
+}
+
+func secretsGenerate(stdout, stderr io.Writer) int {
+	s, err := instance.GenerateSecrets(instance.RandomReader)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitFailed
+	}
+	for _, name := range instance.SecretNames {
+		fmt.Fprintf(stdout, "%s=%s\n", name, s[name])
+	}
+	return exitOK
+}
+
+func resetPassword(ctx context.Context, log *slog.Logger, name string, stdout, stderr io.Writer) int {
+	cfg, plan, err := loadConfig()
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitRefused
+	}
+	rec, err := instance.Dir{Path: cfg.StateDir}.Read()
+	if err == nil {
+		err = instance.Guard(rec, os.Getenv)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitRefused
+	}
+	run := mastodon.Runner{Env: mastodon.Env(os.Environ(), cfg, rec, plan), Log: log}
+	password, err := run.ResetPassword(ctx, name)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitFailed
+	}
+	jobs.WriteBanner(stdout, "New password for "+name,
+		"Password: "+password,
+		"Its sessions were ended; log in again with this password and change it.")
+	return exitOK
+}

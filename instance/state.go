@@ -1,0 +1,181 @@
+package instance
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Record is what the keeper writes once, at first provisioning, and never
+// changes afterwards: the instance's name and its secrets.
+type Record struct {
+	LocalDomain string    `json:"local_domain"`
+	CreatedAt   time.Time `json:"created_at"`
+	// Adopted lists the secrets that were provided rather than generated.
+	Adopted []string `json:"adopted,omitempty"`
+	Secrets Secrets  `json:"secrets"`
+}
+
+// Dir is the keeper's state directory (its named volume).
+type Dir struct {
+	Path string
+}
+
+const recordFile = "instance.json"
+
+// ErrNotProvisioned means the instance record does not exist yet.
+var ErrNotProvisioned = errors.New("instance not provisioned yet")
+
+// Read loads the instance record, or ErrNotProvisioned.
+func (d Dir) Read() (*Record, error) {
+	b, err := os.ReadFile(filepath.Join(d.Path, recordFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, ErrNotProvisioned
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read instance record: %w", err)
+	}
+	var r Record
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("read instance record %s: %w (the file is damaged; restore it from a backup)", filepath.Join(d.Path, recordFile), err)
+	}
+	if r.LocalDomain == "" || len(r.Secrets) == 0 {
+		return nil, fmt.Errorf("read instance record %s: it has no domain or no secrets (the file is damaged; restore it from a backup)", filepath.Join(d.Path, recordFile))
+	}
+	return &r, nil
+}
+
+// Create writes the record once. It refuses to replace an existing one:
+// secrets regenerated for an existing database would make its encrypted
+// columns and every session unreadable.
+func (d Dir) Create(r *Record) error {
+	path := filepath.Join(d.Path, recordFile)
+	if _, err := os.Stat(path); err == nil {
+		return fmt.Errorf("create instance record: %s already exists", path)
+	}
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("create instance record: %w", err)
+	}
+	return WriteFileAtomic(path, append(b, '\n'), 0o600)
+}
+
+// RecordPath is where the record lives, for messages.
+func (d Dir) RecordPath() string { return filepath.Join(d.Path, recordFile) }
+
+// Marker names. A marker is written last, after the step it stands for has
+// fully succeeded, so its presence is the proof of that step.
+const (
+	MarkerSeeded         = "seeded"          // schema loaded and seeds run at least once
+	MarkerOwnerAnnounced = "owner-announced" // the Owner's first password was shown
+)
+
+// ReadyMarker is written once the database schema matches Mastodon version;
+// web, sidekiq and streaming of that version wait for it.
+func ReadyMarker(version string) string { return "ready-" + sanitize(version) }
+
+func sanitize(v string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '-', r == '_':
+			return r
+		}
+		return '_'
+	}, v)
+}
+
+func (d Dir) markerPath(name string) string { return filepath.Join(d.Path, "markers", name) }
+
+// Has reports whether marker name exists.
+func (d Dir) Has(name string) bool {
+	_, err := os.Stat(d.markerPath(name))
+	return err == nil
+}
+
+// Mark writes marker name with a timestamp.
+func (d Dir) Mark(name string) error {
+	if err := os.MkdirAll(filepath.Join(d.Path, "markers"), 0o700); err != nil {
+		return fmt.Errorf("mark %s: %w", name, err)
+	}
+	return WriteFileAtomic(d.markerPath(name), []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o644)
+}
+
+// ReadyVersions lists the versions the schema was ever made ready for.
+func (d Dir) ReadyVersions() []string {
+	names, _ := d.Markers()
+	var vs []string
+	for _, n := range names {
+		if v, ok := strings.CutPrefix(n, "ready-"); ok {
+			vs = append(vs, v)
+		}
+	}
+	return vs
+}
+
+// ClearReady removes every ready marker.
+func (d Dir) ClearReady() error {
+	vs := d.ReadyVersions()
+	if len(vs) == 0 {
+		return nil
+	}
+	for _, v := range vs {
+		if err := os.Remove(d.markerPath(ReadyMarker(v))); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("clear marker: %w", err)
+		}
+	}
+	return syncDir(filepath.Join(d.Path, "markers"))
+}
+
+// Markers lists the markers present.
+func (d Dir) Markers() ([]string, error) {
+	ents, err := os.ReadDir(filepath.Join(d.Path, "markers"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list markers: %w", err)
+	}
+	var names []string
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), ".") {
+			names = append(names, e.Name())
+		}
+	}
+	return names, nil
+}
+
+// Lock takes an exclusive lock on the state directory, waiting until ctx is
+// done. It serialises keepers sharing one volume (a hand-over, a terminal
+// next to the service) around the record's creation.
+func (d Dir) Lock(ctx context.Context) (unlock func(), err error) {
+	if err := os.MkdirAll(d.Path, 0o700); err != nil {
+		return nil, fmt.Errorf("lock %s: %w", d.Path, err)
+	}
+	f, err := os.OpenFile(filepath.Join(d.Path, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", d.Path, err)
+	}
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", d.Path, err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", d.Path, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,109 @@
+// Package launch starts the stack's long-running processes - Mastodon's
+// web, sidekiq and streaming, and PostgreSQL - once the keeper has made
+// ready what they need, with the instance's environment. It replaces
+// itself with the process (exec), so signals reach it directly.
+package launch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/mastodon-on-balena/mastodon-balena/config"
+	"github.com/mastodon-on-balena/mastodon-balena/instance"
+	"github.com/mastodon-on-balena/mastodon-balena/mastodon"
+	"github.com/mastodon-on-balena/mastodon-balena/sizing"
+)
+
+// Launcher holds what a launch needs from its container.
+type Launcher struct {
+	Cfg     *config.Config
+	Getenv  func(string) string
+	Environ []string
+	Plan    sizing.Plan
+	Log     *slog.Logger
+	// StartedFile records when the process was started, for the
+	// healthcheck's grace period.
+	StartedFile string
+	// Poll is how often to look for the keeper's markers.
+	Poll time.Duration
+}
+
+// Mastodon waits until the keeper has readied the database for this
+// Mastodon version, then execs argv with the instance's environment.
+func (l *Launcher) Mastodon(ctx context.Context, argv []string) error {
+	if l.Cfg.MastodonVersion == "" {
+		return errors.New("MASTOKEEPER_MASTODON_VERSION is not set; it is built into this project's images")
+	}
+	rec, err := l.waitFor(ctx, instance.ReadyMarker(l.Cfg.MastodonVersion),
+		"waiting for the keeper to prepare the database for Mastodon "+l.Cfg.MastodonVersion+" (see the keeper service's log)")
+	if err != nil {
+		return err
+	}
+	return l.exec(argv, mastodon.Env(l.Environ, l.Cfg, rec, l.Plan))
+}
+
+// Postgres waits for the instance record (which holds the superuser
+// password the data directory is initialised with), then execs argv with
+// the memory settings of the device's sizing appended.
+func (l *Launcher) Postgres(ctx context.Context, argv []string) error {
+	rec, err := l.waitFor(ctx, "", "waiting for the keeper to generate this instance's database password (see the keeper service's log)")
+	if err != nil {
+		return err
+	}
+	args := append(append([]string{}, argv...), l.Plan.PostgresArgs()...)
+	return l.exec(args, mastodon.PostgresEnv(l.Environ, l.Cfg, rec))
+}
+
+// waitFor polls until the instance record exists (and marker, if given),
+// then checks the environment against the record.
+func (l *Launcher) waitFor(ctx context.Context, marker, waiting string) (*instance.Record, error) {
+	dir := instance.Dir{Path: l.Cfg.StateDir}
+	lastLog := time.Time{}
+	for {
+		rec, err := dir.Read()
+		switch {
+		case err == nil && (marker == "" || dir.Has(marker)):
+			if err := instance.Guard(rec, l.Getenv); err != nil {
+				return nil, err
+			}
+			return rec, nil
+		case err != nil && !errors.Is(err, instance.ErrNotProvisioned):
+			return nil, err
+		}
+		if time.Since(lastLog) >= 30*time.Second {
+			l.Log.Info(waiting)
+			lastLog = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(l.Poll):
+		}
+	}
+}
+
+func (l *Launcher) exec(argv, env []string) error {
+	if len(argv) == 0 {
+		return errors.New("launch: no command given after --")
+	}
+	path, err := exec.LookPath(argv[0])
+	if err != nil {
+		return fmt.Errorf("launch: %w", err)
+	}
+	if l.StartedFile != "" {
+		// Best effort: without it the healthcheck only loses its grace period.
+		_ = os.WriteFile(l.StartedFile, []byte(strconv.FormatInt(time.Now().Unix(), 10)), 0o644)
+	}
+	l.Log.Info("starting", "command", argv[0])
+	if err := syscall.Exec(path, argv, env); err != nil {
+		return fmt.Errorf("launch %s: %w", argv[0], err)
+	}
+	return nil
+}

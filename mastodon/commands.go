@@ -1,0 +1,113 @@
+package mastodon
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os/exec"
+	"regexp"
+	"strings"
+	"sync"
+)
+
+// Runner runs Mastodon's commands (found on PATH, as in Mastodon's image)
+// with the instance's environment. Secrets travel in the environment only,
+// never as arguments.
+type Runner struct {
+	Env []string
+	Log *slog.Logger
+}
+
+// Rails runs `rails TASK...`, relaying its output to the log line by line.
+func (r Runner) Rails(ctx context.Context, tasks ...string) error {
+	cmd := exec.CommandContext(ctx, "rails", tasks...)
+	cmd.Env = r.Env
+	out := &lineLogger{log: r.Log.With("command", "rails "+strings.Join(tasks, " "))}
+	cmd.Stdout, cmd.Stderr = out, out
+	err := cmd.Run()
+	out.flush()
+	if err != nil {
+		return fmt.Errorf("rails %s: %w (its output is in the log above)", strings.Join(tasks, " "), err)
+	}
+	return nil
+}
+
+var passwordLine = regexp.MustCompile(`(?m)^New password: (\S+)\s*$`)
+
+// CreateOwner creates a confirmed, approved account with the Owner role and
+// returns the password tootctl generated for it.
+func (r Runner) CreateOwner(ctx context.Context, username, email string) (string, error) {
+	return r.tootctlPassword(ctx, "accounts", "create", username, "--email", email, "--confirmed", "--approve", "--role", "Owner")
+}
+
+// ResetPassword gives username a new password (and ends its sessions).
+func (r Runner) ResetPassword(ctx context.Context, username string) (string, error) {
+	return r.tootctlPassword(ctx, "accounts", "modify", username, "--reset-password")
+}
+
+// tootctlPassword runs tootctl, keeps its standard output (which carries a
+// password) out of the log, and returns the password it printed.
+func (r Runner) tootctlPassword(ctx context.Context, args ...string) (string, error) {
+	if len(args) > 2 && strings.HasPrefix(args[2], "-") {
+		return "", fmt.Errorf("tootctl: username %q must not start with '-'", args[2])
+	}
+	cmd := exec.CommandContext(ctx, "tootctl", args...)
+	cmd.Env = r.Env
+	var stdout bytes.Buffer
+	errOut := &lineLogger{log: r.Log.With("command", "tootctl "+strings.Join(args[:2], " "))}
+	cmd.Stdout, cmd.Stderr = &stdout, errOut
+	err := cmd.Run()
+	errOut.flush()
+	m := passwordLine.FindSubmatch(stdout.Bytes())
+	if err != nil || m == nil {
+		// Without a password line the output is tootctl's explanation.
+		msg := strings.TrimSpace(passwordLine.ReplaceAllString(stdout.String(), "New password: [redacted]"))
+		if err == nil {
+			err = errors.New("it printed no new password")
+		}
+		return "", fmt.Errorf("tootctl %s: %w: %s", strings.Join(args[:3], " "), err, msg)
+	}
+	return string(m[1]), nil
+}
+
+// lineLogger turns a process's output into log lines.
+type lineLogger struct {
+	log *slog.Logger
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (l *lineLogger) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf = append(l.buf, p...)
+	for {
+		i := bytes.IndexByte(l.buf, '\n')
+		if i < 0 {
+			break
+		}
+		l.emit(l.buf[:i])
+		l.buf = l.buf[i+1:]
+	}
+	return len(p), nil
+}
+
+func (l *lineLogger) flush() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.buf) > 0 {
+		l.emit(l.buf)
+		l.buf = nil
+	}
+}
+
+func (l *lineLogger) emit(line []byte) {
+	if s := strings.TrimRight(string(line), "\r"); strings.TrimSpace(s) != "" {
+		l.log.Info(s)
+	}
+}
+
+var _ io.Writer = (*lineLogger)(nil)
