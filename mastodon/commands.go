@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/exec"
 	"regexp"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Runner runs Mastodon's commands (found on PATH, as in Mastodon's image)
@@ -25,6 +27,10 @@ type Runner struct {
 func (r Runner) Rails(ctx context.Context, tasks ...string) error {
 	cmd := exec.CommandContext(ctx, "rails", tasks...)
 	cmd.Env = r.Env
+	// On stop, let Rails roll back the migration it is in rather than die
+	// mid-statement; the keeper's stop_grace_period leaves room for this.
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = 45 * time.Second
 	out := &lineLogger{log: r.Log.With("command", "rails "+strings.Join(tasks, " "))}
 	cmd.Stdout, cmd.Stderr = out, out
 	err := cmd.Run()
