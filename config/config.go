@@ -108,8 +108,12 @@ func Load(getenv func(string) string) (*Config, error) {
 			add("REDIS_URL", "is not a redis:// URL", "redis://redis:6379/0")
 		} else {
 			c.RedisHost = pu.Hostname()
-			if p, err := strconv.Atoi(pu.Port()); err == nil {
-				c.RedisPort = p
+			if ps := pu.Port(); ps != "" {
+				if p, err := strconv.Atoi(ps); err != nil || p < 1 || p > 65535 {
+					add("REDIS_URL", fmt.Sprintf("has port %q; it must be a TCP port number from 1 to 65535", ps), "redis://redis:6379/0")
+				} else {
+					c.RedisPort = p
+				}
 			}
 		}
 	}

@@ -33,7 +33,6 @@ type stack struct {
 	redisPort int
 	env       []string // the device's environment, shared by every service
 
-
 	mu   sync.Mutex
 	logs bytes.Buffer // everything every process printed, for the secret scan
 }
@@ -96,7 +95,7 @@ func newStack(t *testing.T, env ...string) *stack {
 		t.Fatal(err)
 	}
 	db := exec.Command(keeperBin, "launch", "postgres", "--", "docker-entrypoint.sh", "postgres")
-	db.Env = append(s.with(), "PGDATA="+pgData, "STANDIN_PG_PORT="+strconv.Itoa(s.pgPort), "STANDIN_PG_SOCKDIR="+pgSock)
+	db.Env = append(s.with(), "PGDATA="+pgData, "PGPORT="+strconv.Itoa(s.pgPort), "PG_SOCKET_DIR="+pgSock)
 	db.Stdout, db.Stderr = s.logWriter("db"), s.logWriter("db")
 	db.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	db.WaitDelay = 5 * time.Second
@@ -192,6 +191,7 @@ func (s *stack) keeper(extra []string, args ...string) result {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, keeperBin, args...)
 	cmd.Env = s.with(extra...)
+	cmd.WaitDelay = 10 * time.Second
 	var out bytes.Buffer
 	w := io.MultiWriter(&out, s.logWriter(strings.Join(args, " ")))
 	cmd.Stdout, cmd.Stderr = w, w

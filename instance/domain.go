@@ -54,10 +54,14 @@ func CheckDomain(d string) string {
 	case !strings.Contains(d, "."):
 		return "must be a fully qualified domain name (it has no dot)"
 	}
-	for _, l := range strings.Split(d, ".") {
+	labels := strings.Split(d, ".")
+	for _, l := range labels {
 		if !label.MatchString(l) {
 			return fmt.Sprintf("has an invalid label %q (letters, digits and inner hyphens only)", l)
 		}
+	}
+	if strings.Trim(labels[len(labels)-1], "0123456789") == "" {
+		return "must be a domain name, not an IP address (no top-level domain is all digits)"
 	}
 	return ""
 }

@@ -137,6 +137,14 @@ func CheckSecret(name, v string) string {
 		if len(v) < 8 {
 			return "is shorter than 8 characters"
 		}
+		// The keeper sends PostgreSQL a SCRAM verifier it computes itself,
+		// without the SASLprep normalisation libpq applies to other
+		// characters: only printable ASCII hashes the same on both sides.
+		for _, r := range v {
+			if r < 0x21 || r > 0x7e {
+				return "must be printable ASCII without spaces"
+			}
+		}
 	}
 	return ""
 }

@@ -56,15 +56,14 @@ func (d Dir) Read() (*Record, error) {
 // secrets regenerated for an existing database would make its encrypted
 // columns and every session unreadable.
 func (d Dir) Create(r *Record) error {
-	path := filepath.Join(d.Path, recordFile)
-	if _, err := os.Stat(path); err == nil {
-		return fmt.Errorf("create instance record: %s already exists", path)
-	}
 	b, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return fmt.Errorf("create instance record: %w", err)
 	}
-	return WriteFileAtomic(path, append(b, '\n'), 0o600)
+	if err := os.MkdirAll(d.Path, 0o700); err != nil {
+		return fmt.Errorf("create instance record: %w", err)
+	}
+	return WriteFileOnce(filepath.Join(d.Path, recordFile), append(b, '\n'), 0o600)
 }
 
 // RecordPath is where the record lives, for messages.

@@ -27,6 +27,9 @@ type Health struct {
 
 // Check probes target: an http(s) URL that must answer 200, or "sidekiq".
 func (h Health) Check(ctx context.Context, target string) error {
+	if target != "sidekiq" && !strings.HasPrefix(target, "http://") && !strings.HasPrefix(target, "https://") {
+		return fmt.Errorf("healthcheck target %q: give an http:// URL or 'sidekiq'", target)
+	}
 	if !(instance.Dir{Path: h.StateDir}).Has(instance.ReadyMarker(h.Version)) {
 		return nil // still waiting for the keeper: that is progress
 	}
@@ -43,9 +46,6 @@ func (h Health) probe(ctx context.Context, target string) error {
 			return fmt.Errorf("sidekiq has not signalled readiness: %w", err)
 		}
 		return nil
-	}
-	if !strings.HasPrefix(target, "http://") && !strings.HasPrefix(target, "https://") {
-		return fmt.Errorf("healthcheck target %q: give an http:// URL or 'sidekiq'", target)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()

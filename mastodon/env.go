@@ -86,16 +86,27 @@ func (e *env) list() []string {
 }
 
 // PostgresEnv is the environment for the db container's entrypoint: the
-// superuser password it initialises the cluster with, and none of
-// Mastodon's secrets.
+// superuser password it initialises the cluster with, and of the rest only
+// what PostgreSQL and its image use - not Mastodon's secrets, nor the SMTP
+// or storage credentials a person sets for all services.
 func PostgresEnv(base []string, cfg *config.Config, rec *instance.Record) []string {
-	e := newEnv(base)
-	for _, name := range instance.SecretNames {
-		e.unset(name)
+	e := newEnv(nil)
+	for _, kv := range base {
+		k, v, _ := strings.Cut(kv, "=")
+		if forPostgres(k) {
+			e.set(k, v)
+		}
 	}
-	e.unset("BALENA_SUPERVISOR_API_KEY")
-	e.unset("BALENA_API_KEY")
 	e.set("POSTGRES_USER", cfg.PostgresUser)
 	e.set(instance.PostgresPassword, rec.Secrets[instance.PostgresPassword])
 	return e.list()
+}
+
+func forPostgres(name string) bool {
+	switch name {
+	case "PATH", "HOME", "HOSTNAME", "TZ", "LANG", "LANGUAGE", "GOSU_VERSION", "MASTOKEEPER_STATE_DIR":
+		return true
+	}
+	return strings.HasPrefix(name, "PG") || strings.HasPrefix(name, "LC_") ||
+		(strings.HasPrefix(name, "POSTGRES_") && name != instance.PostgresPassword)
 }

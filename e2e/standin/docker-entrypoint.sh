@@ -3,7 +3,7 @@
 # end-to-end tests: on an empty PGDATA it runs initdb with the superuser
 # password from POSTGRES_PASSWORD (through a file descriptor, never an
 # argument) and password authentication, then execs postgres with the
-# arguments it was given. Test wiring: STANDIN_PG_PORT, STANDIN_PG_SOCKDIR.
+# arguments it was given. Test wiring: PGPORT, PG_SOCKET_DIR.
 set -euo pipefail
 # Like the real one, drop root by running itself again as postgres.
 [ "$(id -u)" = 0 ] && exec runuser -u postgres -- "$0" "$@"
@@ -13,5 +13,5 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
 	initdb -D "$PGDATA" -U "${POSTGRES_USER:-postgres}" --auth=scram-sha-256 \
 		--pwfile=<(printf '%s\n' "$POSTGRES_PASSWORD") >/dev/null
 fi
-exec postgres -D "$PGDATA" -p "$STANDIN_PG_PORT" -k "$STANDIN_PG_SOCKDIR" \
+exec postgres -D "$PGDATA" -p "$PGPORT" -k "$PG_SOCKET_DIR" \
 	-c listen_addresses=127.0.0.1 "$@"
