@@ -8,29 +8,20 @@ import (
 	"net"
 	"strings"
 	"time"
+
+	"github.com/mastodon-on-balena/mastodon-balena/retry"
 )
 
 // WaitForRedis waits until Redis answers PING, with backoff, logging what
 // it waits for. A Redis that demands a password counts as up: it answered.
 func WaitForRedis(ctx context.Context, log *slog.Logger, addr string) error {
-	delay := time.Second
-	for attempt := 1; ; attempt++ {
-		err := pingRedis(ctx, addr)
-		if err == nil {
-			if attempt > 1 {
-				log.Info("Redis is up", "server", addr)
-			}
-			return nil
-		}
-		log.Info("waiting for Redis (the redis service); it may still be starting",
-			"server", addr, "attempt", attempt, "retry_in", delay.String(), "error", err.Error())
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("redis: gave up waiting for %s: %w", addr, ctx.Err())
-		case <-time.After(delay):
-		}
-		delay = min(delay*2, 30*time.Second)
+	err := retry.Until(ctx, log.With("server", addr),
+		"waiting for Redis (the redis service); it may still be starting", "Redis is up",
+		func() error { return pingRedis(ctx, addr) })
+	if err != nil {
+		return fmt.Errorf("redis: gave up waiting for %s: %w", addr, err)
 	}
+	return nil
 }
 
 func pingRedis(ctx context.Context, addr string) error {

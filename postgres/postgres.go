@@ -14,6 +14,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/mastodon-on-balena/mastodon-balena/retry"
 )
 
 // Server says how to reach PostgreSQL. The password is kept out of every
@@ -54,32 +56,25 @@ var ErrAuth = errors.New("PostgreSQL refused the password")
 // starting or unreachable, logging what it waits for. A refused password is
 // not retried: waiting cannot fix it.
 func (s Server) Wait(ctx context.Context, log *slog.Logger, database string) (*pgx.Conn, error) {
-	delay := time.Second
-	start := time.Now()
-	for attempt := 1; ; attempt++ {
-		c, err := s.Connect(ctx, database)
-		if err == nil {
-			if attempt > 1 {
-				log.Info("PostgreSQL is up", "server", s.String(), "waited", time.Since(start).Round(time.Second).String())
+	var c *pgx.Conn
+	err := retry.Until(ctx, log.With("server", s.String()),
+		"waiting for PostgreSQL (the db service); it may still be starting or initialising its data directory",
+		"PostgreSQL is up",
+		func() (err error) {
+			c, err = s.Connect(ctx, database)
+			var pe *pgconn.PgError
+			if errors.As(err, &pe) && (pe.Code == "28P01" || pe.Code == "28000") {
+				return retry.Permanent(fmt.Errorf("%w for user %s at %s (SQLSTATE %s): the database volume was initialised with other credentials than the keeper volume holds - was only one of them purged? Restore the matching keeper volume from a backup, or purge both to start a new instance", ErrAuth, s.User, s, pe.Code))
 			}
-			return c, nil
-		}
-		var pe *pgconn.PgError
-		if errors.As(err, &pe) && (pe.Code == "28P01" || pe.Code == "28000") {
-			return nil, fmt.Errorf("%w for user %s at %s (SQLSTATE %s): the database volume was initialised with other credentials than the keeper volume holds - was only one of them purged? Restore the matching keeper volume from a backup, or purge both to start a new instance", ErrAuth, s.User, s, pe.Code)
-		}
+			return err
+		})
+	if err != nil {
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("postgres: gave up waiting for %s: %w", s, ctx.Err())
+			return nil, fmt.Errorf("postgres: gave up waiting for %s: %w", s, err)
 		}
-		log.Info("waiting for PostgreSQL (the db service); it may still be starting or initialising its data directory",
-			"server", s.String(), "attempt", attempt, "retry_in", delay.String(), "error", err.Error())
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("postgres: gave up waiting for %s: %w", s, ctx.Err())
-		case <-time.After(delay):
-		}
-		delay = min(delay*2, 30*time.Second)
+		return nil, err
 	}
+	return c, nil
 }
 
 // EnsureRole makes sure role exists, can log in and create databases, and

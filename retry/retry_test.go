@@ -1,0 +1,54 @@
+package retry
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestUntilRetriesAndSaysWhatItWaitsFor(t *testing.T) {
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	calls := 0
+	err := Until(context.Background(), log, "waiting for the thing", "the thing is up", func() error {
+		calls++
+		if calls < 2 {
+			return errors.New("connection refused")
+		}
+		return nil
+	})
+	if err != nil || calls != 2 {
+		t.Fatalf("err %v after %d calls", err, calls)
+	}
+	for _, want := range []string{`msg="waiting for the thing"`, "attempt=1", "retry_in=1s", `error="connection refused"`, `msg="the thing is up"`} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("the log lacks %s:\n%s", want, logs.String())
+		}
+	}
+}
+
+func TestUntilStopsAtAPermanentError(t *testing.T) {
+	wrong := errors.New("wrong password")
+	calls := 0
+	err := Until(context.Background(), slog.New(slog.DiscardHandler), "w", "u", func() error {
+		calls++
+		return Permanent(wrong)
+	})
+	if !errors.Is(err, wrong) || calls != 1 {
+		t.Errorf("err %v after %d calls; want the permanent error at once", err, calls)
+	}
+}
+
+func TestUntilEndsWithItsContext(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := Until(ctx, slog.New(slog.DiscardHandler), "w", "u", func() error { return errors.New("down") })
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 5*time.Second {
+		t.Errorf("err %v after %s", err, time.Since(start))
+	}
+}
