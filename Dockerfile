@@ -81,8 +81,8 @@ RUN set -eux; \
     rm -rf /var/lib/apt/lists/*; \
     client_major="$("/usr/lib/postgresql/${pg_major}/bin/pg_dump" --version | sed -E 's/^[^0-9]*([0-9]+).*/\1/')"; \
     test "${client_major}" -ge "${pg_major}"; \
-    mkdir -p /var/lib/mastokeeper /opt/mastodon/public/system; \
-    chown 991:991 /var/lib/mastokeeper /opt/mastodon/public/system
+    mkdir -p /var/lib/mastokeeper /opt/mastodon/public/system /backups; \
+    chown 991:991 /var/lib/mastokeeper /opt/mastodon/public/system /backups
 COPY --from=build /out/mastokeeper /usr/local/bin/mastokeeper
 ENV MASTOKEEPER_MASTODON_VERSION=${MASTODON_VERSION}
 USER mastodon

@@ -2,9 +2,11 @@ package instance
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -177,4 +179,47 @@ func (d Dir) Lock(ctx context.Context) (unlock func(), err error) {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// BackupKey returns the instance's backup key (its text form), creating it
+// with generate on first use. It is write-once: every backup on a target
+// shares it, so a new one would orphan the old backups.
+func (d Dir) BackupKey(generate func() (string, error)) (string, error) {
+	return d.readOrCreate("backup-key", generate)
+}
+
+// DeviceID names this device for the backup target's split-brain guard:
+// balena's device UUID, or an ID generated once for a plain Docker host.
+func (d Dir) DeviceID(getenv func(string) string) (string, error) {
+	if uuid := getenv("BALENA_DEVICE_UUID"); uuid != "" {
+		return uuid, nil
+	}
+	return d.readOrCreate("device-id", func() (string, error) {
+		b := make([]byte, 16)
+		if _, err := io.ReadFull(RandomReader, b); err != nil {
+			return "", err
+		}
+		return "docker-" + hex.EncodeToString(b), nil
+	})
+}
+
+func (d Dir) readOrCreate(name string, generate func() (string, error)) (string, error) {
+	path := filepath.Join(d.Path, name)
+	if b, err := os.ReadFile(path); err == nil {
+		return strings.TrimSpace(string(b)), nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("read %s: %w", path, err)
+	}
+	v, err := generate()
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(d.Path, 0o700); err != nil {
+		return "", fmt.Errorf("create %s: %w", path, err)
+	}
+	err = WriteFileOnce(path, []byte(v+"\n"), 0o600)
+	if errors.Is(err, fs.ErrExist) { // created meanwhile by another keeper
+		return d.readOrCreate(name, generate)
+	}
+	return v, err
 }

@@ -33,6 +33,10 @@ type Provisioner struct {
 	// Banner receives the Owner's one-time password, framed; it is the
 	// keeper's log stream.
 	Banner io.Writer
+	// BeforeMigrate, when set, runs before the schema of an existing
+	// instance is migrated to a new Mastodon version (a backup); an error
+	// stops the migration.
+	BeforeMigrate func(ctx context.Context) error
 }
 
 // RefusedError means provisioning refused to act on a configuration that
@@ -176,6 +180,11 @@ func (p *Provisioner) migrate(ctx context.Context, dir instance.Dir, mdb *pgx.Co
 	case !dir.Has(ready):
 		p.Log.Info("Mastodon's version changed: running database migrations (rails db:migrate) before web, sidekiq and streaming start",
 			"version", version, "previous", strings.Join(dir.ReadyVersions(), ","))
+		if p.BeforeMigrate != nil {
+			if err := p.BeforeMigrate(ctx); err != nil {
+				return fmt.Errorf("the backup before migrating to %s failed, so the database was not migrated: %w", version, err)
+			}
+		}
 		if err := run.Rails(ctx, "db:migrate"); err != nil {
 			return fmt.Errorf("%w; web, sidekiq and streaming keep waiting. Read the output above; the keeper retries when it restarts", err)
 		}

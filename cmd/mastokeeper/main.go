@@ -42,6 +42,9 @@ Usage:
   mastokeeper config check              report every bad variable at once
   mastokeeper secrets generate          print a fresh set of secrets as KEY=value lines
   mastokeeper admin reset-password NAME give account NAME a new password
+  mastokeeper backup                    take a backup now
+  mastokeeper backup list               list the complete backups at BACKUP_TARGET
+  mastokeeper backup verify ID          download, decrypt and check every part of backup ID
 
 Everything is configured with environment variables (balena dashboard
 variables on a device); see README.md for the list.
@@ -75,6 +78,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return configCheck(stdout, stderr)
 	case cmd == "secrets" && len(rest) == 1 && rest[0] == "generate":
 		return secretsGenerate(stdout, stderr)
+	case cmd == "backup":
+		return backupCmd(ctx, logger.With("component", "backup"), rest, stdout, stderr)
 	case cmd == "admin" && len(rest) == 2 && rest[0] == "reset-password":
 		return resetPassword(ctx, logger.With("component", "admin"), rest[1], stdout, stderr)
 	case cmd == "help" || cmd == "-h" || cmd == "--help":
@@ -103,7 +108,8 @@ func loadConfig() (*config.Config, sizing.Plan, error) {
 func keep(ctx context.Context, log *slog.Logger, logOut io.Writer, stay bool) int {
 	cfg, plan, err := loadConfig()
 	if err == nil {
-		p := &jobs.Provisioner{Cfg: cfg, Getenv: os.Getenv, Environ: os.Environ(), Plan: plan, Log: log, Banner: logOut}
+		p := &jobs.Provisioner{Cfg: cfg, Getenv: os.Getenv, Environ: os.Environ(), Plan: plan, Log: log, Banner: logOut,
+			BeforeMigrate: func(ctx context.Context) error { return backupBeforeMigrate(ctx, log) }}
 		err = p.Run(ctx)
 	}
 	var refused *jobs.RefusedError

@@ -1,0 +1,179 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/mastodon-on-balena/mastodon-balena/config"
+	"github.com/mastodon-on-balena/mastodon-balena/instance"
+	"github.com/mastodon-on-balena/mastodon-balena/jobs"
+	"github.com/mastodon-on-balena/mastodon-balena/restore"
+	"github.com/mastodon-on-balena/mastodon-balena/snapshot"
+	"github.com/mastodon-on-balena/mastodon-balena/storage"
+	_ "github.com/mastodon-on-balena/mastodon-balena/storage/all" // every backend
+)
+
+const defaultBackupTarget = "file:///backups"
+
+// backupEnv is what every backup command needs: the instance, its target
+// and its backup key.
+type backupEnv struct {
+	cfg    *config.Config
+	rec    *instance.Record
+	dir    instance.Dir
+	store  storage.Store
+	key    *snapshot.Key
+	sealer snapshot.Sealer
+	device string
+}
+
+func sealerFromEnv() snapshot.Sealer {
+	return snapshot.Sealer{
+		Passphrase: os.Getenv("BACKUP_PASSPHRASE"),
+		Recipient:  os.Getenv("BACKUP_AGE_RECIPIENT"),
+		Identity:   os.Getenv("BACKUP_AGE_IDENTITY"),
+	}
+}
+
+func backupTarget() string {
+	if t := os.Getenv("BACKUP_TARGET"); t != "" {
+		return t
+	}
+	return defaultBackupTarget
+}
+
+func openBackupEnv(ctx context.Context, log *slog.Logger) (*backupEnv, error) {
+	cfg, err := config.Load(os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	dir := instance.Dir{Path: cfg.StateDir}
+	rec, err := dir.Read()
+	if err != nil {
+		return nil, fmt.Errorf("%w (the keeper provisions the instance at its first start)", err)
+	}
+	if err := instance.Guard(rec, os.Getenv); err != nil {
+		return nil, err
+	}
+	store, err := storage.Open(ctx, backupTarget(), os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	store = storage.WithRetry(store, 5, log)
+	keyText, err := dir.BackupKey(func() (string, error) {
+		k, err := snapshot.NewKey()
+		if err != nil {
+			return "", err
+		}
+		return k.String(), nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	key, err := snapshot.ParseKey(keyText)
+	if err != nil {
+		return nil, err
+	}
+	device, err := dir.DeviceID(os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	return &backupEnv{cfg: cfg, rec: rec, dir: dir, store: store, key: key, sealer: sealerFromEnv(), device: device}, nil
+}
+
+func (e *backupEnv) job(log *slog.Logger) *jobs.Backup {
+	return &jobs.Backup{
+		Cfg: e.cfg, Rec: e.rec, Dir: e.dir, Store: e.store, Key: e.key, Sealer: e.sealer, Device: e.device,
+		MediaDir: mediaDir(), MastodonVersion: e.cfg.MastodonVersion, Log: log,
+	}
+}
+
+// backupBeforeMigrate takes a backup before an upgrade's migrations, when
+// backups can be opened elsewhere (a passphrase or an age key is set).
+func backupBeforeMigrate(ctx context.Context, log *slog.Logger) error {
+	if s := sealerFromEnv(); s.Passphrase == "" && s.Recipient == "" {
+		log.Warn("no backup before migrating: set BACKUP_PASSPHRASE to have one taken before every upgrade")
+		return nil
+	}
+	log.Info("taking a backup before migrating")
+	e, err := openBackupEnv(ctx, log)
+	if err != nil {
+		return err
+	}
+	_, err = e.job(log.With("component", "backup")).Run(ctx)
+	return err
+}
+
+func mediaDir() string {
+	if d := os.Getenv("MEDIA_DIR"); d != "" {
+		return d
+	}
+	return "/opt/mastodon/public/system"
+}
+
+// backupCmd: backup | backup list | backup verify ID.
+func backupCmd(ctx context.Context, log *slog.Logger, args []string, stdout, stderr io.Writer) int {
+	e, err := openBackupEnv(ctx, log)
+	if err != nil {
+		fmt.Fprintln(stderr, "mastokeeper backup:", err)
+		return exitRefused
+	}
+	switch {
+	case len(args) == 0:
+		m, err := e.job(log).Run(ctx)
+		if err != nil {
+			fmt.Fprintln(stderr, "mastokeeper backup:", err)
+			var refused *jobs.RefusedError
+			if errors.As(err, &refused) {
+				return exitRefused
+			}
+			return exitFailed
+		}
+		fmt.Fprintf(stdout, "backup %s complete: %s stored, %d media files\n", m.ID, humanBytes(m.Size()), m.MediaFiles)
+		return exitOK
+	case len(args) == 1 && args[0] == "list":
+		ms, err := restore.List(ctx, e.store)
+		if err != nil {
+			fmt.Fprintln(stderr, "mastokeeper backup list:", err)
+			return exitFailed
+		}
+		if len(ms) == 0 {
+			fmt.Fprintf(stdout, "no complete backup at %s\n", e.store)
+			return exitOK
+		}
+		fmt.Fprintf(stdout, "%-17s  %-20s  %-10s  %-9s  %s\n", "ID", "TAKEN (UTC)", "STORED", "MASTODON", "MEDIA FILES")
+		for _, m := range ms {
+			fmt.Fprintf(stdout, "%-17s  %-20s  %-10s  %-9s  %d\n", m.ID, m.CreatedAt.UTC().Format(time.DateTime), humanBytes(m.Size()), m.MastodonVersion, m.MediaFiles)
+		}
+		return exitOK
+	case len(args) == 2 && args[0] == "verify":
+		m, err := restore.Verify(ctx, e.store, e.key, args[1])
+		if err != nil {
+			fmt.Fprintln(stderr, "mastokeeper backup verify:", err)
+			return exitFailed
+		}
+		fmt.Fprintf(stdout, "backup %s verified: every checksum matches, everything decrypts, pg_restore reads the dump (%d objects, %d media blobs)\n",
+			m.ID, len(m.Objects), len(m.MediaBlobs))
+		return exitOK
+	}
+	fmt.Fprint(stderr, usage)
+	return exitUsage
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
