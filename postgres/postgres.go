@@ -163,3 +163,15 @@ func LockSchema(ctx context.Context, log *slog.Logger, c *pgx.Conn) (unlock func
 		return nil
 	}, nil
 }
+
+// SetPassword gives role a new password, sent as a SCRAM verifier.
+func SetPassword(ctx context.Context, c *pgx.Conn, role, password string) error {
+	v, err := scramVerifier(password)
+	if err != nil {
+		return err
+	}
+	if _, err := c.Exec(ctx, "ALTER ROLE "+pgx.Identifier{role}.Sanitize()+" PASSWORD '"+v+"'"); err != nil {
+		return fmt.Errorf("postgres: set the password of %s: %w", role, err)
+	}
+	return nil
+}

@@ -195,7 +195,10 @@ func listDump(ctx context.Context, r io.Reader) error {
 	defer zr.Close()
 	cmd := exec.CommandContext(ctx, "pg_restore", "--list")
 	var stderr bytes.Buffer
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = zr, io.Discard, &stderr
+	// A plain Reader: os/exec ignores the broken pipe when pg_restore stops
+	// reading after the table of contents only if it sees the bare write
+	// error, which zstd's WriteTo would wrap.
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = struct{ io.Reader }{zr}, io.Discard, &stderr
 	runErr := cmd.Run()
 	// pg_restore stops reading after the table of contents: read the rest
 	// so that every byte is decrypted and checked.

@@ -177,3 +177,80 @@ func humanBytes(n int64) string {
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
+
+// restoreCmd: restore [--from URL] [--backup ID] [--force].
+func restoreCmd(ctx context.Context, log *slog.Logger, args []string, stdout, stderr io.Writer) int {
+	from, id, force := os.Getenv("RESTORE_FROM"), "", false
+	for i := 0; i < len(args); i++ {
+		switch {
+		case args[i] == "--force":
+			force = true
+		case (args[i] == "--from" || args[i] == "--backup") && i+1 < len(args):
+			if args[i] == "--from" {
+				from = args[i+1]
+			} else {
+				id = args[i+1]
+			}
+			i++
+		default:
+			fmt.Fprintf(stderr, "mastokeeper restore: unknown argument %q (usage: mastokeeper restore [--from s3://bucket/prefix] [--backup 20261128T031500Z] [--force])\n", args[i])
+			return exitUsage
+		}
+	}
+	if id != "" {
+		if err := snapshot.CheckID(id); err != nil {
+			fmt.Fprintln(stderr, "mastokeeper restore: --backup:", err)
+			return exitUsage
+		}
+	}
+	m, err := runRestore(ctx, log, from, id, force)
+	if err != nil {
+		fmt.Fprintln(stderr, "mastokeeper restore:", err)
+		var refused *restore.RefusedError
+		var cfgErr *config.Error
+		if errors.As(err, &refused) || errors.As(err, &cfgErr) {
+			return exitRefused
+		}
+		return exitFailed
+	}
+	fmt.Fprintf(stdout, "restored backup %s of %s. Restart the application (or let the keeper continue) so that migrations run and every service starts with the restored secrets.\n", m.ID, m.LocalDomain)
+	return exitOK
+}
+
+// runRestore restores from (a target URL; BACKUP_TARGET when empty).
+func runRestore(ctx context.Context, log *slog.Logger, from, id string, force bool) (*snapshot.Manifest, error) {
+	cfg, err := config.Load(os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	if from == "" {
+		from = backupTarget()
+	}
+	store, err := storage.Open(ctx, from, os.Getenv)
+	if err != nil {
+		return nil, &restore.RefusedError{Err: err}
+	}
+	dir := instance.Dir{Path: cfg.StateDir}
+	device, err := dir.DeviceID(os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	r := &restore.Restore{Cfg: cfg, Getenv: os.Getenv, Dir: dir, Store: storage.WithRetry(store, 5, log), Sealer: sealerFromEnv(),
+		BackupID: id, Force: force, Device: device, MediaDir: mediaDir(), Log: log}
+	return r.Run(ctx)
+}
+
+// restoreAtFirstBoot restores from RESTORE_FROM when this device holds no
+// instance yet: a new device taking over an instance.
+func restoreAtFirstBoot(ctx context.Context, log *slog.Logger, cfg *config.Config) error {
+	from := os.Getenv("RESTORE_FROM")
+	if from == "" {
+		return nil
+	}
+	if _, err := (instance.Dir{Path: cfg.StateDir}).Read(); !errors.Is(err, instance.ErrNotProvisioned) {
+		return nil // provisioned already: RESTORE_FROM only acts on a fresh device
+	}
+	log.Info("fresh device with RESTORE_FROM set: restoring the instance before anything else")
+	_, err := runRestore(ctx, log.With("component", "restore"), from, "", false)
+	return err
+}

@@ -19,6 +19,7 @@ import (
 	"github.com/mastodon-on-balena/mastodon-balena/jobs"
 	"github.com/mastodon-on-balena/mastodon-balena/launch"
 	"github.com/mastodon-on-balena/mastodon-balena/mastodon"
+	"github.com/mastodon-on-balena/mastodon-balena/restore"
 	"github.com/mastodon-on-balena/mastodon-balena/sizing"
 )
 
@@ -45,6 +46,8 @@ Usage:
   mastokeeper backup                    take a backup now
   mastokeeper backup list               list the complete backups at BACKUP_TARGET
   mastokeeper backup verify ID          download, decrypt and check every part of backup ID
+  mastokeeper restore [--from URL] [--backup ID] [--force]
+                                        put a backup onto this device (the newest by default)
 
 Everything is configured with environment variables (balena dashboard
 variables on a device); see README.md for the list.
@@ -78,6 +81,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return configCheck(stdout, stderr)
 	case cmd == "secrets" && len(rest) == 1 && rest[0] == "generate":
 		return secretsGenerate(stdout, stderr)
+	case cmd == "restore":
+		return restoreCmd(ctx, logger.With("component", "restore"), rest, stdout, stderr)
 	case cmd == "backup":
 		return backupCmd(ctx, logger.With("component", "backup"), rest, stdout, stderr)
 	case cmd == "admin" && len(rest) == 2 && rest[0] == "reset-password":
@@ -108,12 +113,16 @@ func loadConfig() (*config.Config, sizing.Plan, error) {
 func keep(ctx context.Context, log *slog.Logger, logOut io.Writer, stay bool) int {
 	cfg, plan, err := loadConfig()
 	if err == nil {
+		err = restoreAtFirstBoot(ctx, log, cfg)
+	}
+	if err == nil {
 		p := &jobs.Provisioner{Cfg: cfg, Getenv: os.Getenv, Environ: os.Environ(), Plan: plan, Log: log, Banner: logOut,
 			BeforeMigrate: func(ctx context.Context) error { return backupBeforeMigrate(ctx, log) }}
 		err = p.Run(ctx)
 	}
 	var refused *jobs.RefusedError
 	var cfgErr *config.Error
+	var restoreRefused *restore.RefusedError
 	switch {
 	case err == nil:
 		if !stay {
@@ -126,7 +135,7 @@ func keep(ctx context.Context, log *slog.Logger, logOut io.Writer, stay bool) in
 	case ctx.Err() != nil:
 		log.Info("stopped before provisioning finished; it resumes at the next start", "error", err.Error())
 		return exitFailed
-	case errors.As(err, &refused) || errors.As(err, &cfgErr):
+	case errors.As(err, &refused) || errors.As(err, &cfgErr) || errors.As(err, &restoreRefused):
 		logLines(log, slog.LevelError, err.Error())
 		if !stay {
 			return exitRefused

@@ -1,0 +1,166 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// fingerprint is what must survive a move to new hardware: a checksum of
+// every table's rows and every sequence's position.
+func (s *stack) fingerprint(t *testing.T) map[string]string {
+	t.Helper()
+	c := s.db("mastodon_production")
+	ctx := context.Background()
+	rows, err := c.Query(ctx, `SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tables []string
+	for rows.Next() {
+		var n string
+		rows.Scan(&n)
+		tables = append(tables, n)
+	}
+	fp := map[string]string{}
+	for _, tb := range tables {
+		var sum string
+		var n int
+		c.QueryRow(ctx, fmt.Sprintf(`SELECT count(*), coalesce(md5(string_agg(t::text, ',' ORDER BY t::text)), '') FROM %q t`, tb)).Scan(&n, &sum)
+		fp["table "+tb] = fmt.Sprintf("%d rows %s", n, sum)
+	}
+	seqs, _ := c.Query(ctx, `SELECT sequencename, coalesce(last_value, 0) FROM pg_sequences WHERE schemaname = 'public'`)
+	for seqs.Next() {
+		var n string
+		var v int64
+		seqs.Scan(&n, &v)
+		fp["sequence "+n] = fmt.Sprint(v)
+	}
+	return fp
+}
+
+// newDevice is fresh hardware: nothing provisioned, pointed at the old
+// device's backup target.
+func newDevice(t *testing.T, old *backupDevice) *backupDevice {
+	s := newStack(t)
+	media := filepath.Join(s.base, "system")
+	env := []string{}
+	for _, kv := range old.env {
+		if !strings.HasPrefix(kv, "MEDIA_DIR=") {
+			env = append(env, kv)
+		}
+	}
+	return &backupDevice{stack: s, media: media, env: append(env, "MEDIA_DIR="+media), objects: old.objects}
+}
+
+func TestRestoreOntoNewHardwareKeepsEverything(t *testing.T) {
+	forEachTarget(t, func(t *testing.T, target backupTarget) {
+		old := newBackupDevice(t, target)
+		ctx := context.Background()
+		c := old.db("mastodon_production")
+		if _, err := c.Exec(ctx, `INSERT INTO statuses (account_id, text) SELECT 1, 'toot ' || g || ' ''quoted'' ünïcode' FROM generate_series(1, 5000) g`); err != nil {
+			t.Fatal(err)
+		}
+		c.Exec(ctx, `DELETE FROM statuses WHERE id % 7 = 0`) // holes, and a sequence ahead of max(id)
+		want := old.fingerprint(t)
+		oldRecord := old.record()
+		id := old.backup(t)
+
+		nu := newDevice(t, old)
+		r := nu.keeper(nu.env, "restore")
+		if r.code != 0 || !strings.Contains(r.out, "restored backup "+id) {
+			t.Fatalf("restore exited %d:\n%s", r.code, r.out)
+		}
+		p := nu.provision(nu.env...)
+		if !strings.Contains(p.out, "rails db:migrate") {
+			t.Errorf("the keeper did not migrate the restored schema for this release:\n%s", p.out)
+		}
+		if bannerPwd.MatchString(p.out) {
+			t.Error("the keeper created a new Owner on a restored instance")
+		}
+		got := nu.fingerprint(t)
+		// The stand-in records each migration run in a table of its own.
+		for _, k := range []string{"table standin_migration_runs", "sequence standin_migration_runs_id_seq"} {
+			delete(want, k)
+			delete(got, k)
+		}
+		if !reflect.DeepEqual(want, got) {
+			t.Errorf("the data differs after the move:\nold %v\nnew %v", want, got)
+		}
+		if !reflect.DeepEqual(oldRecord, nu.record()) {
+			t.Error("the secrets or the domain differ after the move")
+		}
+		for _, rel := range []string{"media_attachments/files/109/000/001/original/a.png", "accounts/avatars/000/000/001/original/me.jpg"} {
+			a, _ := os.ReadFile(filepath.Join(old.media, rel))
+			b, _ := os.ReadFile(filepath.Join(nu.media, rel))
+			if len(a) == 0 || string(a) != string(b) {
+				t.Errorf("%s was not restored byte for byte", rel)
+			}
+		}
+		if _, err := os.Stat(filepath.Join(nu.media, "cache")); err == nil {
+			t.Error("the remote media cache was restored")
+		}
+		// The new device backs up to the same target; the old one stops.
+		nu.backup(t)
+		o := old.keeper(old.env, "backup")
+		if o.code != 3 || !strings.Contains(o.out, "another device owns this backup target") {
+			t.Errorf("the old device still writes to the target (%d):\n%s", o.code, o.out)
+		}
+	})
+}
+
+func TestRestoreRefusesBeforeTouchingAnything(t *testing.T) {
+	forEachTarget(t, func(t *testing.T, target backupTarget) {
+		old := newBackupDevice(t, target)
+		id := old.backup(t)
+
+		t.Run("wrong passphrase", func(t *testing.T) {
+			nu := newDevice(t, old)
+			r := nu.keeper(append(nu.env, "BACKUP_PASSPHRASE=not the passphrase"), "restore")
+			if r.code != 3 || !strings.Contains(r.out, "BACKUP_PASSPHRASE does not open") {
+				t.Errorf("exit %d:\n%s", r.code, r.out)
+			}
+			if len(nu.stateSnapshot()) > 1 { // device-id only
+				t.Errorf("a refused restore left %v", nu.stateSnapshot())
+			}
+		})
+		t.Run("a changed byte", func(t *testing.T) {
+			objs := old.objects()
+			path := objs["snapshots/"+id+"/db.dump.zst.age"]
+			orig, _ := os.ReadFile(path)
+			changed := append([]byte{}, orig...)
+			changed[len(changed)-100] ^= 0x40
+			os.WriteFile(path, changed, 0o600)
+			defer os.WriteFile(path, orig, 0o600)
+			nu := newDevice(t, old)
+			r := nu.keeper(nu.env, "restore")
+			if r.code == 0 || !strings.Contains(r.out, "damaged") {
+				t.Errorf("exit %d:\n%s", r.code, r.out)
+			}
+			if _, err := os.Stat(filepath.Join(nu.stateDir, "instance.json")); err == nil {
+				t.Error("a refused restore wrote the instance record")
+			}
+		})
+		t.Run("a different LOCAL_DOMAIN", func(t *testing.T) {
+			nu := newDevice(t, old)
+			r := nu.keeper(append(nu.env, "LOCAL_DOMAIN=elsewhere.example.test"), "restore")
+			if r.code != 3 || !strings.Contains(r.out, "an instance keeps its domain") {
+				t.Errorf("exit %d:\n%s", r.code, r.out)
+			}
+		})
+		t.Run("a database with data needs --force", func(t *testing.T) {
+			before := old.fingerprint(t)
+			r := old.keeper(old.env, "restore")
+			if r.code != 3 || !strings.Contains(r.out, "--force") {
+				t.Errorf("exit %d:\n%s", r.code, r.out)
+			}
+			if !reflect.DeepEqual(before, old.fingerprint(t)) {
+				t.Error("the refused restore changed the database")
+			}
+		})
+	})
+}

@@ -1,0 +1,436 @@
+package restore
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/mastodon-on-balena/mastodon-balena/config"
+	"github.com/mastodon-on-balena/mastodon-balena/instance"
+	"github.com/mastodon-on-balena/mastodon-balena/postgres"
+	"github.com/mastodon-on-balena/mastodon-balena/snapshot"
+	"github.com/mastodon-on-balena/mastodon-balena/storage"
+)
+
+// Restore puts a snapshot onto this device: everything is downloaded,
+// checked and decrypted into a staging area first, so a wrong passphrase,
+// a damaged object or a refused configuration leaves the device as it was.
+type Restore struct {
+	Cfg      *config.Config
+	Getenv   func(string) string
+	Dir      instance.Dir
+	Store    storage.Store
+	Sealer   snapshot.Sealer
+	BackupID string // "" for the newest
+	// Force replaces an instance that already has data on this device.
+	Force    bool
+	Device   string
+	MediaDir string
+	Log      *slog.Logger
+}
+
+// RefusedError means the restore refused to act; nothing was changed.
+type RefusedError struct{ Err error }
+
+func (e *RefusedError) Error() string { return e.Err.Error() }
+func (e *RefusedError) Unwrap() error { return e.Err }
+
+// staged is a snapshot downloaded and checked, ready to apply.
+type staged struct {
+	m       *snapshot.Manifest
+	key     *snapshot.Key
+	rec     *instance.Record
+	dump    string // zstd-compressed pg_dump archive
+	media   []mediaFile
+	mediaAt string // staging directory inside the media volume
+}
+
+type mediaFile struct {
+	Path    string      `json:"path"`
+	Size    int64       `json:"size"`
+	Mode    fs.FileMode `json:"mode"`
+	ModTime time.Time   `json:"mtime"`
+	SHA256  string      `json:"sha256"`
+}
+
+// Run restores and returns the restored snapshot's manifest.
+func (r *Restore) Run(ctx context.Context) (*snapshot.Manifest, error) {
+	key, err := OpenKey(ctx, r.Store, r.Sealer)
+	if err != nil {
+		return nil, &RefusedError{err}
+	}
+	id := r.BackupID
+	if id == "" {
+		all, err := List(ctx, r.Store)
+		if err != nil {
+			return nil, err
+		}
+		if len(all) == 0 {
+			return nil, &RefusedError{fmt.Errorf("no complete backup at %s", r.Store)}
+		}
+		id = all[len(all)-1].ID
+	}
+	m, err := ReadManifest(ctx, r.Store, id)
+	if err != nil {
+		return nil, &RefusedError{err}
+	}
+	log := r.Log.With("backup", m.ID, "from", r.Store.String())
+	log.Info("restoring", "local_domain", m.LocalDomain, "taken", m.CreatedAt.Format(time.RFC3339),
+		"mastodon", m.MastodonVersion, "postgres", m.PostgresVersion)
+
+	if d := r.Getenv("LOCAL_DOMAIN"); d != "" && d != m.LocalDomain {
+		return nil, &RefusedError{fmt.Errorf("LOCAL_DOMAIN is %s but backup %s is of %s: an instance keeps its domain. Remove LOCAL_DOMAIN or set it to %s; nothing was changed", d, m.ID, m.LocalDomain, m.LocalDomain)}
+	}
+	local, err := r.Dir.Read()
+	if err != nil && !errors.Is(err, instance.ErrNotProvisioned) {
+		return nil, err
+	}
+	if local != nil && local.LocalDomain != m.LocalDomain && !r.Force {
+		return nil, &RefusedError{fmt.Errorf("this device already holds the instance %s; restoring %s would replace it. Run the restore with --force to replace it; nothing was changed", local.LocalDomain, m.LocalDomain)}
+	}
+	if local != nil && !r.Force {
+		// Only an empty database may be restored into without --force.
+		if empty, err := r.databaseEmpty(ctx, local); err != nil {
+			return nil, err
+		} else if !empty {
+			return nil, &RefusedError{fmt.Errorf("the database %s on this device is not empty; run the restore with --force to replace it with backup %s; nothing was changed", r.Cfg.DBName, m.ID)}
+		}
+	}
+
+	st, err := r.stage(ctx, log, m, key)
+	defer r.cleanStage(st)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("backup downloaded and verified; restoring it onto this device now")
+	if err := r.apply(ctx, log, st, local); err != nil {
+		return nil, fmt.Errorf("restore of %s failed midway: %w. Fix the cause and run the restore again with --force", m.ID, err)
+	}
+	return m, nil
+}
+
+func (r *Restore) server(rec *instance.Record) postgres.Server {
+	return postgres.Server{Host: r.Cfg.DBHost, Port: r.Cfg.DBPort, User: r.Cfg.PostgresUser, Password: rec.Secrets[instance.PostgresPassword]}
+}
+
+func (r *Restore) databaseEmpty(ctx context.Context, rec *instance.Record) (bool, error) {
+	c, err := r.server(rec).Wait(ctx, r.Log, "postgres")
+	if err != nil {
+		return false, err
+	}
+	defer c.Close(context.WithoutCancel(ctx))
+	var exists bool
+	if err := c.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, r.Cfg.DBName).Scan(&exists); err != nil || !exists {
+		return true, err
+	}
+	mc, err := r.server(rec).Connect(ctx, r.Cfg.DBName)
+	if err != nil {
+		return false, err
+	}
+	defer mc.Close(context.WithoutCancel(ctx))
+	var tables int
+	err = mc.QueryRow(ctx, `SELECT count(*) FROM pg_tables WHERE schemaname = 'public'`).Scan(&tables)
+	return tables == 0, err
+}
+
+// stage downloads, checks and decrypts everything; it changes nothing
+// outside its staging directories.
+func (r *Restore) stage(ctx context.Context, log *slog.Logger, m *snapshot.Manifest, key *snapshot.Key) (*staged, error) {
+	st := &staged{m: m, key: key, mediaAt: filepath.Join(r.MediaDir, ".mastokeeper-restore")}
+	stageDir := filepath.Join(r.Dir.Path, "restore-staging")
+	for _, d := range []string{stageDir, st.mediaAt} {
+		os.RemoveAll(d)
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return st, fmt.Errorf("staging: %w", err)
+		}
+	}
+	// The dump, still zstd-compressed, checked and then read by pg_restore.
+	st.dump = filepath.Join(stageDir, "db.dump.zst")
+	dbObj, _ := m.Object(snapshot.DBDump)
+	if err := r.fetch(ctx, m, key, snapshot.DBDump, st.dump, progress(log, "database", dbObj.Size)); err != nil {
+		return st, err
+	}
+	f, err := os.Open(st.dump)
+	if err != nil {
+		return st, err
+	}
+	err = listDump(ctx, f)
+	f.Close()
+	if err != nil {
+		return st, fmt.Errorf("%w: backup %s: the database dump: %v", ErrCorrupt, m.ID, err)
+	}
+	// The instance record.
+	var buf bytes.Buffer
+	if err := r.fetchTo(ctx, m, key, snapshot.Secrets, &buf, nil); err != nil {
+		return st, err
+	}
+	st.rec = &instance.Record{}
+	if err := json.Unmarshal(buf.Bytes(), st.rec); err != nil || st.rec.LocalDomain != m.LocalDomain {
+		return st, fmt.Errorf("%w: backup %s: its secrets are unreadable or of another domain", ErrCorrupt, m.ID)
+	}
+	// Media: every blob, checked against its sum.
+	buf.Reset()
+	if err := r.fetchTo(ctx, m, key, snapshot.MediaIndex, &buf, nil); err != nil {
+		return st, err
+	}
+	if err := json.Unmarshal(buf.Bytes(), &st.media); err != nil {
+		return st, fmt.Errorf("%w: backup %s: media index: %v", ErrCorrupt, m.ID, err)
+	}
+	p := progress(log, "media", m.MediaBytes)
+	for _, sum := range m.MediaBlobs {
+		if err := r.fetchBlob(ctx, key, sum, filepath.Join(st.mediaAt, sum), p); err != nil {
+			return st, err
+		}
+	}
+	return st, nil
+}
+
+func (r *Restore) cleanStage(st *staged) {
+	os.RemoveAll(filepath.Join(r.Dir.Path, "restore-staging"))
+	if st != nil {
+		os.RemoveAll(st.mediaAt)
+	}
+}
+
+func (r *Restore) fetch(ctx context.Context, m *snapshot.Manifest, key *snapshot.Key, name, path string, p io.Writer) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	err = r.fetchTo(ctx, m, key, name, f, p)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func (r *Restore) fetchTo(ctx context.Context, m *snapshot.Manifest, key *snapshot.Key, name string, w io.Writer, p io.Writer) error {
+	rc, err := Object(ctx, r.Store, key, m, name)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	if p != nil {
+		w = io.MultiWriter(w, p)
+	}
+	if _, err := io.Copy(w, rc); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (r *Restore) fetchBlob(ctx context.Context, key *snapshot.Key, sum, path string, p io.Writer) error {
+	rc, err := r.Store.Get(ctx, snapshot.BlobKey(sum))
+	if err != nil {
+		return fmt.Errorf("media blob %s: %w", sum, err)
+	}
+	defer rc.Close()
+	pr, err := key.Decrypt(rc)
+	if err != nil {
+		return fmt.Errorf("%w: media blob %s: %v", ErrCorrupt, sum, err)
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(io.MultiWriter(f, h, p), pr); err != nil {
+		return fmt.Errorf("%w: media blob %s: %v", ErrCorrupt, sum, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != sum {
+		return fmt.Errorf("%w: media blob %s has content with sha256 %s", ErrCorrupt, sum, got)
+	}
+	return f.Close()
+}
+
+// apply writes the staged snapshot onto the device.
+func (r *Restore) apply(ctx context.Context, log *slog.Logger, st *staged, local *instance.Record) error {
+	rec := st.rec
+	if local == nil {
+		// A fresh device: the db service initialises PostgreSQL with the
+		// restored superuser password as soon as this record exists.
+		if err := r.Dir.Create(rec); err != nil {
+			return err
+		}
+		local = rec
+	}
+	conn, err := r.server(local).Wait(ctx, log, "postgres")
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	unlock, err := postgres.LockSchema(ctx, log, conn)
+	if err != nil {
+		return err
+	}
+	defer unlock(context.WithoutCancel(ctx))
+	if local != rec {
+		// The running server knows the old superuser password: give it the
+		// restored one before the record that holds it replaces the old.
+		if err := postgres.SetPassword(ctx, conn, r.Cfg.PostgresUser, rec.Secrets[instance.PostgresPassword]); err != nil {
+			return err
+		}
+	}
+	if _, err := postgres.EnsureRole(ctx, conn, r.Cfg.DBUser, rec.Secrets[instance.DBPassword]); err != nil {
+		return err
+	}
+	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{r.Cfg.DBName}.Sanitize()+" WITH (FORCE)"); err != nil {
+		return fmt.Errorf("postgres: drop database %s: %w", r.Cfg.DBName, err)
+	}
+	if _, err := postgres.EnsureDatabase(ctx, conn, r.Cfg.DBName, r.Cfg.DBUser); err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := r.pgRestore(ctx, rec, st.dump); err != nil {
+		return err
+	}
+	log.Info("database restored", "took", time.Since(start).Round(time.Second).String())
+	if err := r.placeMedia(st); err != nil {
+		return err
+	}
+	log.Info("media restored", "files", len(st.media))
+
+	if local != rec {
+		b, err := json.MarshalIndent(rec, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := instance.WriteFileAtomic(r.Dir.RecordPath(), append(b, '\n'), 0o600); err != nil {
+			return err
+		}
+	}
+	// The restored instance's backup key opens its existing backups.
+	if err := instance.WriteFileAtomic(filepath.Join(r.Dir.Path, "backup-key"), []byte(st.key.String()+"\n"), 0o600); err != nil {
+		return err
+	}
+	os.Remove(filepath.Join(r.Dir.Path, "media-hashes.json"))
+	// The schema is the backup's: migrations for this release run next, and
+	// the Owner exists already.
+	if err := r.Dir.ClearReady(); err != nil {
+		return err
+	}
+	for _, mk := range []string{instance.MarkerSeeded, instance.MarkerOwnerAnnounced} {
+		if err := r.Dir.Mark(mk); err != nil {
+			return err
+		}
+	}
+	// From now on this device writes the backups; the old one stops.
+	b, _ := json.MarshalIndent(snapshot.Owner{Device: r.Device, LocalDomain: rec.LocalDomain, Since: time.Now().UTC()}, "", "  ")
+	return r.Store.Put(ctx, snapshot.OwnerKey, bytes.NewReader(b))
+}
+
+// pgRestore feeds the decompressed dump to pg_restore, creating every
+// object as Mastodon's role.
+func (r *Restore) pgRestore(ctx context.Context, rec *instance.Record, dump string) error {
+	f, err := os.Open(dump)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	zr, err := zstd.NewReader(f, zstd.WithDecoderConcurrency(2))
+	if err != nil {
+		return err
+	}
+	defer zr.Close()
+	srv := r.server(rec)
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, "pg_restore", "--no-owner", "--no-privileges", "--exit-on-error", "--no-password",
+		"--role", r.Cfg.DBUser, "--host", srv.Host, "--port", strconv.Itoa(srv.Port), "--username", srv.User, "--dbname", r.Cfg.DBName)
+	cmd.Env = append(os.Environ(), "PGPASSWORD="+srv.Password)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = zr, io.Discard, &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("pg_restore: %w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	return nil
+}
+
+// placeMedia moves the staged blobs to their paths (a rename within the
+// media volume), copying when one blob serves several paths.
+func (r *Restore) placeMedia(st *staged) error {
+	uses := map[string]int{}
+	for _, e := range st.media {
+		uses[e.SHA256]++
+	}
+	for _, e := range st.media {
+		if strings.Contains(e.Path, "..") || filepath.IsAbs(e.Path) {
+			return fmt.Errorf("%w: media index has path %q", ErrCorrupt, e.Path)
+		}
+		dst := filepath.Join(r.MediaDir, filepath.FromSlash(e.Path))
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return err
+		}
+		src := filepath.Join(st.mediaAt, e.SHA256)
+		var err error
+		if uses[e.SHA256]--; uses[e.SHA256] == 0 {
+			err = os.Rename(src, dst)
+		} else {
+			err = copyFile(src, dst)
+		}
+		if err != nil {
+			return fmt.Errorf("restore media %s: %w", e.Path, err)
+		}
+		os.Chmod(dst, e.Mode)
+		os.Chtimes(dst, e.ModTime, e.ModTime)
+	}
+	return nil
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// progress logs plain progress lines: at most one per 15 seconds.
+func progress(log *slog.Logger, what string, total int64) io.Writer {
+	return &progressLog{log: log, what: what, total: total, last: time.Now()}
+}
+
+type progressLog struct {
+	log   *slog.Logger
+	what  string
+	total int64
+	done  int64
+	last  time.Time
+}
+
+func (p *progressLog) Write(b []byte) (int, error) {
+	p.done += int64(len(b))
+	if time.Since(p.last) >= 15*time.Second {
+		p.last = time.Now()
+		pct := 0.0
+		if p.total > 0 {
+			pct = 100 * float64(p.done) / float64(p.total)
+		}
+		p.log.Info("downloading "+p.what, "bytes", p.done, "percent", fmt.Sprintf("%.0f", pct))
+	}
+	return len(b), nil
+}
