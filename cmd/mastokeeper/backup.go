@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/mastodon-on-balena/mastodon-balena/config"
@@ -93,6 +94,47 @@ func (e *backupEnv) job(log *slog.Logger) *jobs.Backup {
 	}
 }
 
+func verifiedMarker(id string) string { return "verified-" + id }
+
+// backupNow is what `backup` and the schedule run: a backup, a check that
+// its own objects read back whole, then the retention policy.
+func (e *backupEnv) backupNow(ctx context.Context, log *slog.Logger) (*snapshot.Manifest, error) {
+	ret, err := retentionFromEnv()
+	if err != nil {
+		return nil, &jobs.RefusedError{Err: err}
+	}
+	m, err := e.job(log).Run(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := restore.Verify(ctx, e.store, e.key, m.ID, false); err != nil {
+		return m, fmt.Errorf("the new backup %s does not read back whole: %w", m.ID, err)
+	}
+	if err := e.dir.Mark(verifiedMarker(m.ID)); err != nil {
+		return m, err
+	}
+	verified := func(id string) bool { return e.dir.Has(verifiedMarker(id)) }
+	return m, jobs.Prune(ctx, e.store, ret, e.rec.LocalDomain, verified, log, time.Now())
+}
+
+// retentionFromEnv reads BACKUP_KEEP_DAILY and BACKUP_KEEP_WEEKLY.
+func retentionFromEnv() (jobs.Retention, error) {
+	r := jobs.Retention{Daily: 7, Weekly: 4}
+	for _, v := range []struct {
+		name string
+		dst  *int
+	}{{"BACKUP_KEEP_DAILY", &r.Daily}, {"BACKUP_KEEP_WEEKLY", &r.Weekly}} {
+		if s := os.Getenv(v.name); s != "" {
+			n, err := strconv.Atoi(s)
+			if err != nil || n < 0 || n > 1000 {
+				return r, fmt.Errorf("%s is %q; it must be a whole number from 0 to 1000 (example: %s=7)", v.name, s, v.name)
+			}
+			*v.dst = n
+		}
+	}
+	return r, nil
+}
+
 // backupBeforeMigrate takes a backup before an upgrade's migrations, when
 // backups can be opened elsewhere (a passphrase or an age key is set).
 func backupBeforeMigrate(ctx context.Context, log *slog.Logger) error {
@@ -105,7 +147,7 @@ func backupBeforeMigrate(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	_, err = e.job(log.With("component", "backup")).Run(ctx)
+	_, err = e.backupNow(ctx, log.With("component", "backup"))
 	return err
 }
 
@@ -125,7 +167,7 @@ func backupCmd(ctx context.Context, log *slog.Logger, args []string, stdout, std
 	}
 	switch {
 	case len(args) == 0:
-		m, err := e.job(log).Run(ctx)
+		m, err := e.backupNow(ctx, log)
 		if err != nil {
 			fmt.Fprintln(stderr, "mastokeeper backup:", err)
 			var refused *jobs.RefusedError
@@ -152,8 +194,12 @@ func backupCmd(ctx context.Context, log *slog.Logger, args []string, stdout, std
 		}
 		return exitOK
 	case len(args) == 2 && args[0] == "verify":
-		m, err := restore.Verify(ctx, e.store, e.key, args[1])
+		m, err := restore.Verify(ctx, e.store, e.key, args[1], true)
 		if err != nil {
+			fmt.Fprintln(stderr, "mastokeeper backup verify:", err)
+			return exitFailed
+		}
+		if err := e.dir.Mark(verifiedMarker(m.ID)); err != nil {
 			fmt.Fprintln(stderr, "mastokeeper backup verify:", err)
 			return exitFailed
 		}
