@@ -21,6 +21,8 @@ func TestConfigCheckListsEveryProblemAtOnce(t *testing.T) {
 		"POSTGRES_SHARED_BUFFERS=1G",
 		"SECRET_KEY_BASE=tooshort",
 		"VAPID_PRIVATE_KEY=abc",
+		"BACKUP_TARGET=ftp://backups.example.org/x",
+		"BACKUP_KEEP_DAILY=-1",
 	}
 	out, _ := cmd.CombinedOutput()
 	if code := cmd.ProcessState.ExitCode(); code != 3 {
@@ -32,7 +34,7 @@ func TestConfigCheckListsEveryProblemAtOnce(t *testing.T) {
 		"ADMIN_USERNAME", "example: ADMIN_USERNAME=alice",
 		"ADMIN_EMAIL", "DB_PORT", "REDIS_NAMESPACE", "WEB_CONCURRENCY", "example: WEB_CONCURRENCY=1",
 		"POSTGRES_SHARED_BUFFERS", "example: POSTGRES_SHARED_BUFFERS=256MB",
-		"SECRET_KEY_BASE", "VAPID_PRIVATE_KEY",
+		"SECRET_KEY_BASE", "VAPID_PRIVATE_KEY", "BACKUP_TARGET", "BACKUP_KEEP_DAILY",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("the report lacks %q", want)

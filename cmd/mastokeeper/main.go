@@ -21,6 +21,7 @@ import (
 	"github.com/mastodon-on-balena/mastodon-balena/mastodon"
 	"github.com/mastodon-on-balena/mastodon-balena/restore"
 	"github.com/mastodon-on-balena/mastodon-balena/sizing"
+	"github.com/mastodon-on-balena/mastodon-balena/storage"
 )
 
 // Exit codes.
@@ -286,6 +287,15 @@ func configCheck(stdout, stderr io.Writer) int {
 		if err := instance.Guard(rec, os.Getenv); errors.As(err, &g) {
 			problems = append(problems, g.Problems...)
 		}
+	}
+	for _, p := range storage.Check(backupTarget(), os.Getenv) {
+		problems = append(problems, p.String())
+	}
+	if _, err := retentionFromEnv(); err != nil {
+		problems = append(problems, err.Error())
+	}
+	if s := sealerFromEnv(); s.Passphrase == "" && s.Recipient == "" {
+		fmt.Fprintln(stdout, "note: BACKUP_PASSPHRASE is not set, so no backup is taken (example: BACKUP_PASSPHRASE=\"four random words you keep elsewhere\")")
 	}
 	if len(problems) == 0 {
 		fmt.Fprintln(stdout, "configuration OK")
