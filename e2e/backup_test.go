@@ -1,8 +1,11 @@
 package e2e
 
 import (
+	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +14,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mastodon-on-balena/mastodon-balena/storage"
+	_ "github.com/mastodon-on-balena/mastodon-balena/storage/all"
+	"github.com/mastodon-on-balena/mastodon-balena/storage/storagetest"
 )
 
 const passphrase = "correct horse battery staple"
@@ -18,39 +25,104 @@ const passphrase = "correct horse battery staple"
 // backupTarget is one kind of storage target for the backup tests.
 type backupTarget struct {
 	name string
-	// open returns the variables that point mastokeeper at a fresh target,
-	// and a function listing the stored object keys with their paths on
-	// disk (every backend used here keeps objects as files).
-	open func(t *testing.T) (env []string, objects func() map[string]string)
+	// open starts what the target needs and returns the variables that
+	// point mastokeeper at a fresh, empty target.
+	open func(t *testing.T) []string
 }
 
-func fileTarget(t *testing.T) ([]string, func() map[string]string) {
-	dir := t.TempDir()
-	return []string{"BACKUP_TARGET=file://" + dir}, func() map[string]string { return filesUnder(dir) }
+func fileTarget(t *testing.T) []string {
+	return []string{"BACKUP_TARGET=file://" + t.TempDir()}
 }
 
-// filesUnder maps each file's path relative to dir to its absolute path,
-// leaving out temporary files.
-func filesUnder(dir string) map[string]string {
-	m := map[string]string{}
-	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err == nil && !d.IsDir() && !strings.HasPrefix(d.Name(), ".") {
-			rel, _ := filepath.Rel(dir, p)
-			m[filepath.ToSlash(rel)] = p
-		}
-		return nil
-	})
+func s3Target(t *testing.T) []string {
+	gw := storagetest.StartVersityGW(t)
+	return []string{"BACKUP_TARGET=s3://" + gw.Bucket + "/mastodon", "BACKUP_S3_ENDPOINT=" + gw.Endpoint,
+		"BACKUP_S3_REGION=" + gw.Region, "BACKUP_S3_ACCESS_KEY_ID=" + gw.AccessKey, "BACKUP_S3_SECRET_ACCESS_KEY=" + gw.SecretKey,
+		"BACKUP_S3_PATH_STYLE=true", "BACKUP_S3_PART_SIZE=5MiB"}
+}
+
+func swiftTarget(t *testing.T) []string {
+	sw := storagetest.StartSwift(t)
+	// Like an admin in their provider's console: the container comes first.
+	if err := sw.CreateContainer("backups"); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"BACKUP_TARGET=swift://backups/mastodon", "BACKUP_SWIFT_SEGMENT_SIZE=1MiB"}
+	for k, v := range sw.Env() {
+		env = append(env, k+"="+v)
+	}
+	return env
+}
+
+var backupTargets = []backupTarget{{"file", fileTarget}, {"s3", s3Target}, {"swift", swiftTarget}}
+
+// store opens the device's backup target through the product's own
+// storage code, to look at and tamper with what is stored.
+func (d *backupDevice) store(t *testing.T) storage.Store {
+	t.Helper()
+	env := map[string]string{}
+	for _, kv := range d.env {
+		k, v, _ := strings.Cut(kv, "=")
+		env[k] = v
+	}
+	st, err := storage.Open(context.Background(), env["BACKUP_TARGET"], func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// objects maps every stored key to its modification time.
+func (d *backupDevice) objects(t *testing.T) map[string]time.Time {
+	t.Helper()
+	objs, err := d.store(t).List(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]time.Time{}
+	for _, o := range objs {
+		m[o.Key] = o.ModTime
+	}
 	return m
 }
 
-var backupTargets = []backupTarget{{"file", fileTarget}}
+func (d *backupDevice) read(t *testing.T, key string) []byte {
+	t.Helper()
+	rc, err := d.store(t).Get(context.Background(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// flip changes one byte of a stored object, as bit rot would, and returns
+// a function that puts the original back.
+func (d *backupDevice) flip(t *testing.T, key string, at func(n int) int) (undo func()) {
+	t.Helper()
+	orig := d.read(t, key)
+	changed := slices.Clone(orig)
+	changed[at(len(changed))] ^= 0x01
+	ctx := context.Background()
+	if err := d.store(t).Put(ctx, key, bytes.NewReader(changed)); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		if err := d.store(t).Put(ctx, key, bytes.NewReader(orig)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
 
 // backupDevice is a provisioned stack with media and a backup target.
 type backupDevice struct {
 	*stack
-	media   string
-	env     []string
-	objects func() map[string]string
+	media string
+	env   []string
 }
 
 func newBackupDevice(t *testing.T, target backupTarget) *backupDevice {
@@ -65,9 +137,8 @@ func newBackupDevice(t *testing.T, target backupTarget) *backupDevice {
 	} {
 		writeRandom(t, filepath.Join(media, path), size)
 	}
-	env, objects := target.open(t)
-	env = append(env, "MEDIA_DIR="+media, "BACKUP_PASSPHRASE="+passphrase)
-	return &backupDevice{stack: s, media: media, env: env, objects: objects}
+	env := append(target.open(t), "MEDIA_DIR="+media, "BACKUP_PASSPHRASE="+passphrase)
+	return &backupDevice{stack: s, media: media, env: env}
 }
 
 func writeRandom(t *testing.T, path string, size int) {
@@ -115,7 +186,7 @@ func TestBackupIsCompleteVerifiableAndEncrypted(t *testing.T) {
 		if r := d.keeper(d.env, "backup", "verify", id); r.code != 0 || !strings.Contains(r.out, "verified") {
 			t.Fatalf("verify exited %d:\n%s", r.code, r.out)
 		}
-		objs := d.objects()
+		objs := d.objects(t)
 		var manifest struct {
 			LocalDomain     string   `json:"local_domain"`
 			MastodonVersion string   `json:"mastodon_version"`
@@ -128,8 +199,7 @@ func TestBackupIsCompleteVerifiableAndEncrypted(t *testing.T) {
 				SHA256 string `json:"sha256"`
 			} `json:"objects"`
 		}
-		b, err := os.ReadFile(objs["snapshots/"+id+"/manifest.json"])
-		if err != nil || json.Unmarshal(b, &manifest) != nil {
+		if err := json.Unmarshal(d.read(t, "snapshots/"+id+"/manifest.json"), &manifest); err != nil {
 			t.Fatalf("manifest: %v", err)
 		}
 		if manifest.LocalDomain != "social.example.test" || manifest.MastodonVersion != mastodonVersion || !strings.HasPrefix(manifest.PostgresVersion, "15") {
@@ -150,8 +220,8 @@ func TestBackupIsCompleteVerifiableAndEncrypted(t *testing.T) {
 		// byte appears in any stored object.
 		rec := d.record()
 		media, _ := os.ReadFile(filepath.Join(d.media, "media_attachments/files/109/000/001/original/a.png"))
-		for key, path := range objs {
-			content, _ := os.ReadFile(path)
+		for key := range objs {
+			content := d.read(t, key)
 			for name, v := range rec.Secrets {
 				if strings.Contains(string(content), v) {
 					t.Errorf("%s holds %s in the clear", key, name)
@@ -193,16 +263,12 @@ func TestAChangedByteInAnyObjectIsRefused(t *testing.T) {
 	forEachTarget(t, func(t *testing.T, target backupTarget) {
 		d := newBackupDevice(t, target)
 		id := d.backup(t)
-		for key, path := range d.objects() {
+		for key := range d.objects(t) {
 			if strings.HasSuffix(key, "manifest.json") || key == "owner.json" || key == "keys/backup-key.age" {
 				continue
 			}
 			t.Run(key, func(t *testing.T) {
-				orig, _ := os.ReadFile(path)
-				flipped := slices.Clone(orig)
-				flipped[len(flipped)/2] ^= 0x01
-				os.WriteFile(path, flipped, 0o600)
-				defer os.WriteFile(path, orig, 0o600)
+				defer d.flip(t, key, func(n int) int { return n / 2 })()
 				r := d.keeper(d.env, "backup", "verify", id)
 				if r.code == 0 || !strings.Contains(r.out, "damaged") {
 					t.Errorf("verify accepted a changed byte in %s (exit %d):\n%s", key, r.code, r.out)
@@ -216,31 +282,30 @@ func TestASecondBackupUploadsNoUnchangedMedia(t *testing.T) {
 	forEachTarget(t, func(t *testing.T, target backupTarget) {
 		d := newBackupDevice(t, target)
 		d.backup(t)
-		before := mediaObjects(d.objects())
+		before := mediaObjects(d.objects(t))
 		time.Sleep(1100 * time.Millisecond) // a new backup ID
 		writeRandom(t, filepath.Join(d.media, "media_attachments/files/109/000/003/original/c.png"), 10_000)
 		r := d.keeper(d.env, "backup")
 		if r.code != 0 || !strings.Contains(r.out, "newly_uploaded=1") {
 			t.Fatalf("second backup (%d):\n%s", r.code, r.out)
 		}
-		after := mediaObjects(d.objects())
+		after := mediaObjects(d.objects(t))
 		if len(after) != len(before)+1 {
 			t.Errorf("%d media objects after, %d before; want exactly the new file added", len(after), len(before))
 		}
-		for k, p := range before {
-			if after[k] != p {
+		for k, mt := range before {
+			if !after[k].Equal(mt) {
 				t.Errorf("media object %s was replaced", k)
 			}
 		}
 	})
 }
 
-func mediaObjects(objs map[string]string) map[string]string {
-	m := map[string]string{}
-	for k, p := range objs {
+func mediaObjects(objs map[string]time.Time) map[string]time.Time {
+	m := map[string]time.Time{}
+	for k, mt := range objs {
 		if strings.HasPrefix(k, "media/") {
-			fi, _ := os.Stat(p)
-			m[k] = fi.ModTime().String()
+			m[k] = mt
 		}
 	}
 	return m
@@ -256,8 +321,7 @@ func TestABackupDecryptsByHandWithoutMastokeeper(t *testing.T) {
 	}
 	d := newBackupDevice(t, backupTarget{"file", fileTarget})
 	id := d.backup(t)
-	objs := d.objects()
-	root := strings.TrimSuffix(objs["owner.json"], "owner.json")
+	root := strings.TrimPrefix(d.env[0], "BACKUP_TARGET=file://")
 	work := t.TempDir()
 	// age reads a passphrase only from a terminal: `script` gives it one.
 	recipe := `set -euo pipefail

@@ -54,7 +54,7 @@ func newDevice(t *testing.T, old *backupDevice) *backupDevice {
 			env = append(env, kv)
 		}
 	}
-	return &backupDevice{stack: s, media: media, env: append(env, "MEDIA_DIR="+media), objects: old.objects}
+	return &backupDevice{stack: s, media: media, env: append(env, "MEDIA_DIR="+media)}
 }
 
 func TestRestoreOntoNewHardwareKeepsEverything(t *testing.T) {
@@ -129,13 +129,7 @@ func TestRestoreRefusesBeforeTouchingAnything(t *testing.T) {
 			}
 		})
 		t.Run("a changed byte", func(t *testing.T) {
-			objs := old.objects()
-			path := objs["snapshots/"+id+"/db.dump.zst.age"]
-			orig, _ := os.ReadFile(path)
-			changed := append([]byte{}, orig...)
-			changed[len(changed)-100] ^= 0x40
-			os.WriteFile(path, changed, 0o600)
-			defer os.WriteFile(path, orig, 0o600)
+			defer old.flip(t, "snapshots/"+id+"/db.dump.zst.age", func(n int) int { return n - 100 })()
 			nu := newDevice(t, old)
 			r := nu.keeper(nu.env, "restore")
 			if r.code == 0 || !strings.Contains(r.out, "damaged") {

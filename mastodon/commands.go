@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -117,3 +118,44 @@ func (l *lineLogger) emit(line []byte) {
 }
 
 var _ io.Writer = (*lineLogger)(nil)
+
+// MediaRemove removes the cached copies of other servers' media older than
+// days (`tootctl media remove --days N`); Mastodon fetches them again if
+// someone looks. Its output goes to the log.
+func (r Runner) MediaRemove(ctx context.Context, days int) error {
+	return r.tootctlLogged(ctx, "media", "remove", "--days", strconv.Itoa(days))
+}
+
+// PreviewCardsRemove removes the thumbnails of link previews not updated
+// for days (`tootctl preview_cards remove --days N`). Mastodon advises
+// never going below 14 days: a link reposted within two weeks reuses its
+// card, which is not fetched again.
+func (r Runner) PreviewCardsRemove(ctx context.Context, days int) error {
+	return r.tootctlLogged(ctx, "preview_cards", "remove", "--days", strconv.Itoa(days))
+}
+
+// MediaRemoveOrphans removes files of the media volume that belong to no
+// database record (`tootctl media remove-orphans`); slow, it visits every
+// file.
+func (r Runner) MediaRemoveOrphans(ctx context.Context) error {
+	return r.tootctlLogged(ctx, "media", "remove-orphans")
+}
+
+// tootctlLogged runs tootctl ARGS (none of which may be secret), relaying
+// its output to the log line by line. Stopped, tootctl gets SIGINT and 20
+// seconds before SIGKILL; an interrupted removal leaves nothing that the
+// next run does not finish.
+func (r Runner) tootctlLogged(ctx context.Context, args ...string) error {
+	cmd := exec.CommandContext(ctx, "tootctl", args...)
+	cmd.Env = r.Env
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = 20 * time.Second
+	out := &lineLogger{log: r.Log.With("command", "tootctl "+strings.Join(args, " "))}
+	cmd.Stdout, cmd.Stderr = out, out
+	err := cmd.Run()
+	out.flush()
+	if err != nil {
+		return fmt.Errorf("tootctl %s: %w (its output is in the log above)", strings.Join(args, " "), err)
+	}
+	return nil
+}

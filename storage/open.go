@@ -214,7 +214,13 @@ func parseTarget(rawURL string) (Target, []Problem) {
 	}
 	t := Target{Scheme: strings.ToLower(u.Scheme)}
 	var problems []Problem
-	add := func(what string) { problems = append(problems, targetProblem(shown+" "+what)) }
+	example := TargetExample
+	if b, ok := lookup(t.Scheme); ok && b.Example != "" {
+		example = b.Example
+	}
+	add := func(what string) {
+		problems = append(problems, Problem{Var: TargetVar, What: shown + " " + what, Example: example})
+	}
 	if u.User != nil {
 		add("contains credentials (user info before '@'): set them in the backend's variables (BACKUP_S3_ACCESS_KEY_ID, BACKUP_SWIFT_KEY, ...) instead")
 	}
@@ -241,12 +247,19 @@ func parseTarget(rawURL string) (Target, []Problem) {
 		return t, problems
 	}
 	if u.Host == "" {
-		add("names no bucket or container: " + t.Scheme + "://NAME/optional/prefix")
+		what := map[string]string{"s3": "bucket", "swift": "container"}[t.Scheme]
+		if what == "" {
+			what = "bucket or container"
+		}
+		add(fmt.Sprintf("names no %s: %s://%s/optional/prefix", what, t.Scheme, strings.ToUpper(what)))
 		return t, problems
 	}
 	t.Name = u.Host
-	p := strings.Trim(u.Path, "/")
-	if p != "" {
+	// One '/' each side is syntax; more would be empty segments.
+	p := strings.TrimSuffix(strings.TrimPrefix(u.Path, "/"), "/")
+	if strings.Contains(u.Path, "//") {
+		add("has '//' in its prefix (an empty segment)")
+	} else if p != "" {
 		if err := checkPath(p, "prefix"); err != nil {
 			add("has a bad prefix: " + strings.TrimPrefix(err.Error(), ErrInvalidKey.Error()+": "))
 		}

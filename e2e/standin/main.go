@@ -13,6 +13,11 @@
 //	rails db:seed      the (idempotent) seeds: roles, instance actor
 //	tootctl accounts create NAME --email E [--confirmed] [--approve] --role R
 //	tootctl accounts modify NAME --reset-password
+//	tootctl media remove [--days N] [--dry-run]
+//	tootctl preview_cards remove [--days N] [--dry-run]
+//	tootctl media remove-orphans [--dry-run]
+//	                   on the files of $STANDIN_MEDIA_DIR (public/system)
+//	                   alone, no database: see tootctlMedia
 //	bundle exec puma|sidekiq, node ./streaming/index.js
 //	                   a server: writes its argv and environment to
 //	                   $STANDIN_REPORT and runs until SIGTERM
@@ -30,9 +35,11 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -236,6 +243,10 @@ func seed(ctx context.Context, c *pgx.Conn) {
 }
 
 func tootctl(ctx context.Context, args []string) {
+	if len(args) >= 2 && (args[0] == "media" || args[0] == "preview_cards") {
+		tootctlMedia(args)
+		return
+	}
 	if len(args) < 3 || args[0] != "accounts" {
 		fail("tootctl stand-in: unsupported %v", args)
 	}
@@ -327,4 +338,163 @@ func serve(argv []string) {
 	s := <-sig
 	write(map[string]any{"signal": s.String()})
 	say("stopping on %s", s)
+}
+
+// tootctlMedia plays tootctl's media commands on the files of
+// $STANDIN_MEDIA_DIR, laid out as Mastodon's public/system is, with file
+// modification times standing for the records' dates:
+//
+//	media remove             removes files under cache/media_attachments
+//	                         (other servers' media) older than --days (7)
+//	preview_cards remove     removes files under preview_cards (not under
+//	                         cache/: Mastodon keeps them there) older than
+//	                         --days (180)
+//	media remove-orphans     the database is the file .known (paths relative
+//	                         to the directory, one a line): every other file
+//	                         is an orphan, removed with its emptied
+//	                         directories; dot files are skipped
+//
+// Each prints Mastodon's summary line. --concurrency is accepted and
+// ignored. STANDIN_MEDIA_DELAY waits before the removal starts.
+func tootctlMedia(args []string) {
+	root := os.Getenv("STANDIN_MEDIA_DIR")
+	if root == "" {
+		fail("tootctl stand-in: set STANDIN_MEDIA_DIR (the stand-in's public/system)")
+	}
+	opts := map[string]string{}
+	for i := 2; i < len(args); i++ {
+		k, v, hasValue := strings.Cut(strings.TrimPrefix(args[i], "--"), "=")
+		if !strings.HasPrefix(args[i], "--") {
+			fail("ERROR: \"tootctl %s %s\" was called with arguments %v", args[0], args[1], args[i:])
+		}
+		if !hasValue && (k == "days" || k == "concurrency") && i+1 < len(args) {
+			v = args[i+1]
+			i++
+		} else if !hasValue {
+			v = "true"
+		}
+		opts[k] = v
+	}
+	days := func(def int) time.Time {
+		n := def
+		if v, ok := opts["days"]; ok {
+			if _, err := fmt.Sscan(v, &n); err != nil {
+				fail("Expected numeric value for '--days'; got %q", v)
+			}
+		}
+		return time.Now().Add(-time.Duration(n) * 24 * time.Hour)
+	}
+	dry := opts["dry-run"] == "true"
+	if d, _ := time.ParseDuration(os.Getenv("STANDIN_MEDIA_DELAY")); d > 0 {
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+		select {
+		case s := <-sig:
+			fail("Interrupt (%s)", s)
+		case <-time.After(d):
+		}
+	}
+	suffix := ""
+	if dry {
+		suffix = " (DRY RUN)"
+	}
+	switch args[0] + " " + args[1] {
+	case "media remove":
+		n, size := removeOlder(filepath.Join(root, "cache", "media_attachments"), root, days(7), dry)
+		fmt.Printf("Removed %d media attachments (approx. %s)%s\n", n, humanSize(size), suffix)
+	case "preview_cards remove":
+		n, size := removeOlder(filepath.Join(root, "preview_cards"), root, days(180), dry)
+		fmt.Printf("Removed %d preview cards (approx. %s)%s\n", n, humanSize(size), suffix)
+	case "media remove-orphans":
+		b, err := os.ReadFile(filepath.Join(root, ".known"))
+		if err != nil {
+			fail("tootctl stand-in: %v (the list of files the database knows)", err)
+		}
+		known := map[string]bool{}
+		for _, l := range strings.Split(string(b), "\n") {
+			if l = strings.TrimSpace(l); l != "" {
+				known[filepath.Clean(l)] = true
+			}
+		}
+		var n, size int64
+		filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+			if err != nil || d.IsDir() || strings.HasPrefix(d.Name(), ".") {
+				return nil
+			}
+			rel, _ := filepath.Rel(root, p)
+			if known[rel] {
+				return nil
+			}
+			if fi, err := d.Info(); err == nil {
+				size += fi.Size()
+			}
+			if !dry {
+				removeFile(p, root)
+			}
+			n++
+			fmt.Printf("Found and removed orphan: %s\n", rel)
+			return nil
+		})
+		fmt.Printf("Removed %d orphans (approx. %s)%s\n", n, humanSize(size), suffix)
+	default:
+		fail("Could not find command %q.", args[1])
+	}
+}
+
+// removeOlder removes the files under dir last modified before cutoff, and
+// counts the records they belonged to: Paperclip keeps a record's files in
+// <id partition>/<style>/<name>.
+func removeOlder(dir, root string, cutoff time.Time, dry bool) (n, size int64) {
+	records := map[string]bool{}
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		fi, err := d.Info()
+		if err != nil || !fi.ModTime().Before(cutoff) {
+			return nil
+		}
+		if !dry {
+			removeFile(p, root)
+		}
+		records[filepath.Dir(filepath.Dir(p))] = true
+		size += fi.Size()
+		return nil
+	})
+	return int64(len(records)), size
+}
+
+// removeFile removes p and then its emptied directories up to root, as
+// Paperclip does.
+func removeFile(p, root string) {
+	if err := os.Remove(p); err != nil {
+		say("Error processing %s: %v", p, err)
+		return
+	}
+	for d := filepath.Dir(p); d != root && strings.HasPrefix(d, root); d = filepath.Dir(d) {
+		if os.Remove(d) != nil {
+			break
+		}
+	}
+}
+
+// humanSize formats as Rails' number_to_human_size: powers of 1024, three
+// significant digits.
+func humanSize(n int64) string {
+	if n == 1 {
+		return "1 Byte"
+	}
+	if n < 1024 {
+		return fmt.Sprintf("%d Bytes", n)
+	}
+	units := []string{"KB", "MB", "GB", "TB"}
+	v, i := float64(n)/1024, 0
+	for v >= 1024 && i < len(units)-1 {
+		v, i = v/1024, i+1
+	}
+	s := strconv.FormatFloat(v, 'f', max(0, 2-int(math.Log10(v))), 64)
+	if strings.Contains(s, ".") {
+		s = strings.TrimRight(strings.TrimRight(s, "0"), ".")
+	}
+	return s + " " + units[i]
 }

@@ -43,23 +43,25 @@ func (s *Source) Err() error { return s.err }
 // N is the number of bytes read so far.
 func (s *Source) N() int64 { return s.n }
 
-// ReadUpTo reads r until EOF or until it has limit bytes. more is true when
-// the buffer filled up (so more data may follow). The buffer grows as data
-// arrives: a small object costs little memory.
+// ReadUpTo reads r until EOF or until it has more than limit bytes. more
+// is true when r holds more than limit bytes: buf then holds limit+1 of
+// them, which come before the rest of r. The buffer grows as data arrives:
+// a small object costs little memory.
 func ReadUpTo(r io.Reader, limit int) (buf []byte, more bool, err error) {
+	max := limit + 1 // one byte more tells "more follows" from "exactly limit"
 	size := 64 << 10
-	if size > limit {
-		size = limit
+	if size > max {
+		size = max
 	}
 	buf = make([]byte, 0, size)
 	for {
 		if len(buf) == cap(buf) {
-			if len(buf) >= limit {
+			if len(buf) >= max {
 				return buf, true, nil
 			}
 			next := 2 * cap(buf)
-			if next > limit {
-				next = limit
+			if next > max {
+				next = max
 			}
 			nb := make([]byte, len(buf), next)
 			copy(nb, buf)
