@@ -30,12 +30,17 @@ type backupTarget struct {
 	open func(t *testing.T) []string
 }
 
+// outages lets a test stop and start the object server of the target most
+// recently opened by the running test.
+var outages = map[*testing.T]struct{ stop, start func() error }{}
+
 func fileTarget(t *testing.T) []string {
 	return []string{"BACKUP_TARGET=file://" + t.TempDir()}
 }
 
 func s3Target(t *testing.T) []string {
 	gw := storagetest.StartVersityGW(t)
+	outages[t] = struct{ stop, start func() error }{func() error { gw.Stop(); return nil }, gw.Start}
 	return []string{"BACKUP_TARGET=s3://" + gw.Bucket + "/mastodon", "BACKUP_S3_ENDPOINT=" + gw.Endpoint,
 		"BACKUP_S3_REGION=" + gw.Region, "BACKUP_S3_ACCESS_KEY_ID=" + gw.AccessKey, "BACKUP_S3_SECRET_ACCESS_KEY=" + gw.SecretKey,
 		"BACKUP_S3_PATH_STYLE=true", "BACKUP_S3_PART_SIZE=5MiB"}
@@ -47,6 +52,7 @@ func swiftTarget(t *testing.T) []string {
 	if err := sw.CreateContainer("backups"); err != nil {
 		t.Fatal(err)
 	}
+	outages[t] = struct{ stop, start func() error }{func() error { sw.StopObjectServer(); return nil }, sw.StartObjectServer}
 	env := []string{"BACKUP_TARGET=swift://backups/mastodon", "BACKUP_SWIFT_SEGMENT_SIZE=1MiB"}
 	for k, v := range sw.Env() {
 		env = append(env, k+"="+v)
@@ -355,5 +361,48 @@ age -d -i $WORK/backup-key.txt snapshots/$ID/media-index.json.age |
 		if len(want) == 0 || string(got) != string(want) {
 			t.Errorf("%s did not come back byte for byte", rel)
 		}
+	}
+}
+
+func TestObjectServerStoppedMidBackupFailsClearlyAndKeepsEarlierBackups(t *testing.T) {
+	for _, target := range backupTargets[1:] { // the servers: s3 and swift
+		t.Run(target.name, func(t *testing.T) {
+			d := newBackupDevice(t, target)
+			outage := outages[t]
+			defer delete(outages, t)
+			first := d.backup(t)
+			time.Sleep(1100 * time.Millisecond)
+			writeRandom(t, filepath.Join(d.media, "media_attachments/files/109/000/009/original/new.png"), 2_000_000)
+
+			k := d.start(d.env, "backup")
+			if !k.waitFor("database dumped", 60*time.Second) {
+				t.Fatal("the backup never got to its media")
+			}
+			if err := outage.stop(); err != nil {
+				t.Fatal(err)
+			}
+			code := k.wait(t, 5*time.Minute)
+			if err := outage.start(); err != nil {
+				t.Fatal(err)
+			}
+			logs := d.allLogs()
+			if code == 0 {
+				t.Fatalf("the backup succeeded with its object server stopped:\n%s", logs)
+			}
+			if !strings.Contains(logs, "retry") && !strings.Contains(logs, "attempt") {
+				t.Errorf("the log does not show retries")
+			}
+			if got := d.list(t); len(got) != 1 || !strings.HasPrefix(got[0], first) {
+				t.Errorf("after the failure the list is %q; want only %s", got, first)
+			}
+			if r := d.keeper(d.env, "backup", "verify", first); r.code != 0 {
+				t.Errorf("the earlier backup no longer verifies:\n%s", r.out)
+			}
+			if testing.Verbose() {
+				t.Logf("what the admin reads:\n%s", logs)
+			}
+			// Back up again, and it works.
+			d.backup(t)
+		})
 	}
 }

@@ -439,3 +439,23 @@ func TestStatusRedactsSecrets(t *testing.T) {
 	}
 	// the secret scan at cleanup covers the values
 }
+
+// The keeper service provisions, then runs its schedule; a bad schedule
+// names its variable and disables only its own job.
+func TestKeeperServiceRunsTheScheduleAndABadOneDisablesOnlyItsJob(t *testing.T) {
+	s := newStack(t)
+	k := s.start([]string{"BACKUP_SCHEDULE=every night", "BACKUP_PASSPHRASE=" + passphrase, "MEDIA_DIR=" + t.TempDir()}, "run")
+	if !k.waitFor("BACKUP_SCHEDULE", 90*time.Second) {
+		t.Fatal("the bad BACKUP_SCHEDULE was never reported")
+	}
+	if !k.waitFor("next media cleanup at", 30*time.Second) {
+		t.Fatal("media cleanup was not scheduled")
+	}
+	k.cmd.Process.Signal(syscall.SIGTERM)
+	if code := k.wait(t, 60*time.Second); code != 0 {
+		t.Errorf("exit code %d after SIGTERM", code)
+	}
+	if !strings.Contains(s.allLogs(), "example: BACKUP_SCHEDULE=") && !strings.Contains(s.allLogs(), "example BACKUP_SCHEDULE=") {
+		t.Errorf("the report has no example of a good schedule")
+	}
+}

@@ -135,6 +135,21 @@ func retentionFromEnv() (jobs.Retention, error) {
 	return r, nil
 }
 
+// scheduledBackup is the backup job of the schedule; without a passphrase
+// or age key there is nothing it may do, and it says so.
+func scheduledBackup(ctx context.Context, log *slog.Logger) error {
+	if s := sealerFromEnv(); s.Passphrase == "" && s.Recipient == "" {
+		log.Warn("no backup taken: set BACKUP_PASSPHRASE (and BACKUP_TARGET) to have one taken on schedule")
+		return nil
+	}
+	e, err := openBackupEnv(ctx, log)
+	if err != nil {
+		return err
+	}
+	_, err = e.backupNow(ctx, log)
+	return err
+}
+
 // backupBeforeMigrate takes a backup before an upgrade's migrations, when
 // backups can be opened elsewhere (a passphrase or an age key is set).
 func backupBeforeMigrate(ctx context.Context, log *slog.Logger) error {
@@ -167,6 +182,13 @@ func backupCmd(ctx context.Context, log *slog.Logger, args []string, stdout, std
 	}
 	switch {
 	case len(args) == 0:
+		// Never beside a scheduled job of the keeper service.
+		unlock, err := jobs.LockJobs(ctx, e.dir)
+		if err != nil {
+			fmt.Fprintln(stderr, "mastokeeper backup:", err)
+			return exitFailed
+		}
+		defer unlock()
 		m, err := e.backupNow(ctx, log)
 		if err != nil {
 			fmt.Fprintln(stderr, "mastokeeper backup:", err)

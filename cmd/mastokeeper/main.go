@@ -129,8 +129,8 @@ func keep(ctx context.Context, log *slog.Logger, logOut io.Writer, stay bool) in
 		if !stay {
 			return exitOK
 		}
-		log.Info("instance provisioned; the keeper stays up")
-		<-ctx.Done()
+		log.Info("instance provisioned; the keeper now runs the scheduled jobs")
+		maintain(ctx, log, cfg, plan)
 		log.Info("stopping")
 		return exitOK
 	case ctx.Err() != nil:
@@ -288,6 +288,9 @@ func configCheck(stdout, stderr io.Writer) int {
 			problems = append(problems, g.Problems...)
 		}
 	}
+	for _, p := range append(jobs.CheckSchedules(os.Getenv), jobs.CheckCleanup(os.Getenv)...) {
+		problems = append(problems, p.String())
+	}
 	for _, p := range storage.Check(backupTarget(), os.Getenv) {
 		problems = append(problems, p.String())
 	}
@@ -344,4 +347,30 @@ func resetPassword(ctx context.Context, log *slog.Logger, name string, stdout, s
 		"Password: "+password,
 		"Its sessions were ended; log in again with this password and change it.")
 	return exitOK
+}
+
+// maintain runs the scheduled jobs (backup, media cleanup) and the
+// disk-pressure guard until ctx is done. A bad schedule or cleanup variable
+// is logged and disables only what it concerns.
+func maintain(ctx context.Context, log *slog.Logger, cfg *config.Config, plan sizing.Plan) {
+	dir := instance.Dir{Path: cfg.StateDir}
+	rec, err := dir.Read()
+	if err != nil {
+		log.Error("scheduled jobs are off: " + err.Error())
+		<-ctx.Done()
+		return
+	}
+	jlog := log.With("component", "jobs")
+	run := mastodon.Runner{Env: mastodon.Env(os.Environ(), cfg, rec, plan), Log: jlog}
+	cleanup, problems := jobs.NewCleanup(os.Getenv, run, jlog)
+	for _, p := range problems {
+		jlog.Error(p.String(), "variable", p.Var)
+	}
+	backup := jobs.Job{Name: "backup", Var: jobs.BackupScheduleVar, Default: jobs.DefaultBackupSchedule,
+		Run: func(ctx context.Context) error { return scheduledBackup(ctx, jlog.With("component", "backup")) }}
+	sched, _ := jobs.NewScheduler(os.Getenv, dir, jlog, append(cleanup.Jobs(), backup)...) // Run logs its problems
+	sched.Background("disk-pressure guard", cleanup.Guard)
+	if err := sched.Run(ctx); err != nil {
+		jlog.Warn(err.Error())
+	}
 }
