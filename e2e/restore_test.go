@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -157,4 +158,28 @@ func TestRestoreRefusesBeforeTouchingAnything(t *testing.T) {
 			}
 		})
 	})
+}
+
+func TestAnUpgradeTakesABackupBeforeMigrating(t *testing.T) {
+	d := newBackupDevice(t, backupTarget{"file", fileTarget})
+	r := d.provision(append(d.env, "MASTOKEEPER_MASTODON_VERSION=v4.7.1")...)
+	backupAt := strings.Index(r.out, "taking a backup before migrating")
+	migrateAt := strings.Index(r.out, "migrated to v4.7.1")
+	doneAt := strings.Index(r.out, "backup complete")
+	if backupAt < 0 || doneAt < 0 || migrateAt < doneAt {
+		t.Errorf("no backup completed before the migration:\n%s", r.out)
+	}
+	if got := d.list(t); len(got) != 1 {
+		t.Errorf("backups after the upgrade: %q", got)
+	}
+	// A backup that fails stops the migration: web keeps waiting.
+	bad := append(d.env, "MASTOKEEPER_MASTODON_VERSION=v4.7.2", "BACKUP_TARGET=s3://no-such-bucket/x", "BACKUP_S3_ENDPOINT=http://127.0.0.1:1",
+		"BACKUP_S3_ACCESS_KEY_ID=k", "BACKUP_S3_SECRET_ACCESS_KEY=s")
+	f := d.keeper(bad, "provision")
+	if f.code == 0 || !strings.Contains(f.out, "was not migrated") {
+		t.Errorf("a failed backup did not stop the migration (exit %d):\n%s", f.code, f.out)
+	}
+	if slices.Contains(d.markers(), "ready-v4.7.2") {
+		t.Error("v4.7.2 was marked ready without its backup")
+	}
 }

@@ -43,6 +43,9 @@ type Restore struct {
 	Device   string
 	MediaDir string
 	Log      *slog.Logger
+	// Terminal, when set, gets a progress bar (a person at a terminal);
+	// the log gets plain progress lines either way.
+	Terminal io.Writer
 }
 
 // RefusedError means the restore refused to act; nothing was changed.
@@ -163,7 +166,7 @@ func (r *Restore) stage(ctx context.Context, log *slog.Logger, m *snapshot.Manif
 	// The dump, still zstd-compressed, checked and then read by pg_restore.
 	st.dump = filepath.Join(stageDir, "db.dump.zst")
 	dbObj, _ := m.Object(snapshot.DBDump)
-	if err := r.fetch(ctx, m, key, snapshot.DBDump, st.dump, progress(log, "database", dbObj.Size)); err != nil {
+	if err := r.fetch(ctx, m, key, snapshot.DBDump, st.dump, r.progress(log, "database", dbObj.Size)); err != nil {
 		return st, err
 	}
 	f, err := os.Open(st.dump)
@@ -192,7 +195,7 @@ func (r *Restore) stage(ctx context.Context, log *slog.Logger, m *snapshot.Manif
 	if err := json.Unmarshal(buf.Bytes(), &st.media); err != nil {
 		return st, fmt.Errorf("%w: backup %s: media index: %v", ErrCorrupt, m.ID, err)
 	}
-	p := progress(log, "media", m.MediaBytes)
+	p := r.progress(log, "media", m.MediaBytes)
 	for _, sum := range m.MediaBlobs {
 		if err := r.fetchBlob(ctx, key, sum, filepath.Join(st.mediaAt, sum), p); err != nil {
 			return st, err
@@ -409,28 +412,40 @@ func copyFile(src, dst string) error {
 	return out.Close()
 }
 
-// progress logs plain progress lines: at most one per 15 seconds.
-func progress(log *slog.Logger, what string, total int64) io.Writer {
-	return &progressLog{log: log, what: what, total: total, last: time.Now()}
+// progress reports a download: a plain log line at most every 15 seconds,
+// and on a terminal a bar redrawn a few times a second.
+func (r *Restore) progress(log *slog.Logger, what string, total int64) io.Writer {
+	return &progressLog{log: log, term: r.Terminal, what: what, total: total, last: time.Now()}
 }
 
 type progressLog struct {
-	log   *slog.Logger
-	what  string
-	total int64
-	done  int64
-	last  time.Time
+	log      *slog.Logger
+	term     io.Writer
+	what     string
+	total    int64
+	done     int64
+	last     time.Time
+	lastDraw time.Time
 }
 
 func (p *progressLog) Write(b []byte) (int, error) {
 	p.done += int64(len(b))
+	pct := 100.0
+	if p.total > 0 {
+		pct = min(100, 100*float64(p.done)/float64(p.total))
+	}
 	if time.Since(p.last) >= 15*time.Second {
 		p.last = time.Now()
-		pct := 0.0
-		if p.total > 0 {
-			pct = 100 * float64(p.done) / float64(p.total)
-		}
 		p.log.Info("downloading "+p.what, "bytes", p.done, "percent", fmt.Sprintf("%.0f", pct))
+	}
+	if p.term != nil && (time.Since(p.lastDraw) >= 200*time.Millisecond || p.done >= p.total) {
+		p.lastDraw = time.Now()
+		const width = 30
+		filled := int(pct / 100 * width)
+		fmt.Fprintf(p.term, "\r%-9s [%s%s] %3.0f%% %d MiB", p.what, strings.Repeat("#", filled), strings.Repeat(".", width-filled), pct, p.done>>20)
+		if p.done >= p.total {
+			fmt.Fprintln(p.term)
+		}
 	}
 	return len(b), nil
 }

@@ -162,7 +162,7 @@ func backupBeforeMigrate(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	_, err = e.backupNow(ctx, log.With("component", "backup"))
+	_, err = e.backupNow(ctx, log)
 	return err
 }
 
@@ -305,6 +305,9 @@ func runRestore(ctx context.Context, log *slog.Logger, from, id string, force bo
 	}
 	r := &restore.Restore{Cfg: cfg, Getenv: os.Getenv, Dir: dir, Store: storage.WithRetry(store, 5, log), Sealer: sealerFromEnv(),
 		BackupID: id, Force: force, Device: device, MediaDir: mediaDir(), Log: log}
+	if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+		r.Terminal = os.Stderr
+	}
 	return r.Run(ctx)
 }
 
@@ -319,6 +322,6 @@ func restoreAtFirstBoot(ctx context.Context, log *slog.Logger, cfg *config.Confi
 		return nil // provisioned already: RESTORE_FROM only acts on a fresh device
 	}
 	log.Info("fresh device with RESTORE_FROM set: restoring the instance before anything else")
-	_, err := runRestore(ctx, log.With("component", "restore"), from, "", false)
+	_, err := runRestore(ctx, log, from, "", false)
 	return err
 }

@@ -69,9 +69,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	switch cmd, rest := args[0], args[1:]; {
 	case cmd == "run" && len(rest) == 0:
-		return keep(ctx, logger.With("component", "keeper"), stderr, true)
+		return keep(ctx, logger, stderr, true)
 	case cmd == "provision" && len(rest) == 0:
-		return keep(ctx, logger.With("component", "keeper"), stderr, false)
+		return keep(ctx, logger, stderr, false)
 	case cmd == "launch" && len(rest) >= 3 && rest[1] == "--" && (rest[0] == "mastodon" || rest[0] == "postgres"):
 		return launchCmd(ctx, logger.With("component", "launch", "process", rest[2]), rest[0], rest[2:])
 	case cmd == "healthcheck" && len(rest) == 1:
@@ -111,14 +111,15 @@ func loadConfig() (*config.Config, sizing.Plan, error) {
 
 // keep provisions; as the service (stay) it then remains up, and on a
 // refusal it stays up too, saying what to fix, rather than restart-looping.
-func keep(ctx context.Context, log *slog.Logger, logOut io.Writer, stay bool) int {
+func keep(ctx context.Context, base *slog.Logger, logOut io.Writer, stay bool) int {
+	log := base.With("component", "keeper")
 	cfg, plan, err := loadConfig()
 	if err == nil {
-		err = restoreAtFirstBoot(ctx, log, cfg)
+		err = restoreAtFirstBoot(ctx, base.With("component", "restore"), cfg)
 	}
 	if err == nil {
 		p := &jobs.Provisioner{Cfg: cfg, Getenv: os.Getenv, Environ: os.Environ(), Plan: plan, Log: log, Banner: logOut,
-			BeforeMigrate: func(ctx context.Context) error { return backupBeforeMigrate(ctx, log) }}
+			BeforeMigrate: func(ctx context.Context) error { return backupBeforeMigrate(ctx, base.With("component", "backup")) }}
 		err = p.Run(ctx)
 	}
 	var refused *jobs.RefusedError
@@ -130,7 +131,7 @@ func keep(ctx context.Context, log *slog.Logger, logOut io.Writer, stay bool) in
 			return exitOK
 		}
 		log.Info("instance provisioned; the keeper now runs the scheduled jobs")
-		maintain(ctx, log, cfg, plan)
+		maintain(ctx, base, cfg, plan)
 		log.Info("stopping")
 		return exitOK
 	case ctx.Err() != nil:
@@ -352,22 +353,22 @@ func resetPassword(ctx context.Context, log *slog.Logger, name string, stdout, s
 // maintain runs the scheduled jobs (backup, media cleanup) and the
 // disk-pressure guard until ctx is done. A bad schedule or cleanup variable
 // is logged and disables only what it concerns.
-func maintain(ctx context.Context, log *slog.Logger, cfg *config.Config, plan sizing.Plan) {
+func maintain(ctx context.Context, base *slog.Logger, cfg *config.Config, plan sizing.Plan) {
 	dir := instance.Dir{Path: cfg.StateDir}
+	jlog := base.With("component", "jobs")
 	rec, err := dir.Read()
 	if err != nil {
-		log.Error("scheduled jobs are off: " + err.Error())
+		jlog.Error("scheduled jobs are off: " + err.Error())
 		<-ctx.Done()
 		return
 	}
-	jlog := log.With("component", "jobs")
 	run := mastodon.Runner{Env: mastodon.Env(os.Environ(), cfg, rec, plan), Log: jlog}
 	cleanup, problems := jobs.NewCleanup(os.Getenv, run, jlog)
 	for _, p := range problems {
 		jlog.Error(p.String(), "variable", p.Var)
 	}
 	backup := jobs.Job{Name: "backup", Var: jobs.BackupScheduleVar, Default: jobs.DefaultBackupSchedule,
-		Run: func(ctx context.Context) error { return scheduledBackup(ctx, jlog.With("component", "backup")) }}
+		Run: func(ctx context.Context) error { return scheduledBackup(ctx, base.With("component", "backup")) }}
 	sched, _ := jobs.NewScheduler(os.Getenv, dir, jlog, append(cleanup.Jobs(), backup)...) // Run logs its problems
 	sched.Background("disk-pressure guard", cleanup.Guard)
 	if err := sched.Run(ctx); err != nil {
