@@ -183,3 +183,42 @@ func TestAnUpgradeTakesABackupBeforeMigrating(t *testing.T) {
 		t.Error("v4.7.2 was marked ready without its backup")
 	}
 }
+
+// A fresh device with RESTORE_FROM set takes the instance over by itself at
+// its first start.
+func TestAFreshDeviceWithRestoreFromTakesTheInstanceOver(t *testing.T) {
+	old := newBackupDevice(t, backupTarget{"file", fileTarget})
+	old.db("mastodon_production").Exec(context.Background(), `INSERT INTO statuses (account_id, text) VALUES (1, 'before the move')`)
+	want := old.fingerprint(t)
+	old.backup(t)
+
+	nu := newDevice(t, old)
+	target := ""
+	for _, kv := range nu.env {
+		if v, ok := strings.CutPrefix(kv, "BACKUP_TARGET="); ok {
+			target = v
+		}
+	}
+	r := nu.provision(append(nu.env, "RESTORE_FROM="+target, unset("LOCAL_DOMAIN"))...)
+	for _, line := range []string{"fresh device with RESTORE_FROM set", "backup downloaded and verified", "database ready"} {
+		if !strings.Contains(r.out, line) {
+			t.Errorf("the first start does not say %q:\n%s", line, r.out)
+		}
+	}
+	got := nu.fingerprint(t)
+	for _, k := range []string{"table standin_migration_runs", "sequence standin_migration_runs_id_seq"} {
+		delete(want, k)
+		delete(got, k)
+	}
+	if !reflect.DeepEqual(want, got) {
+		t.Errorf("data differs:\nold %v\nnew %v", want, got)
+	}
+	if nu.record().LocalDomain != "social.example.test" {
+		t.Errorf("domain %q", nu.record().LocalDomain)
+	}
+	// Its second start provisions as usual: RESTORE_FROM acts on a fresh device only.
+	again := nu.provision(append(nu.env, "RESTORE_FROM="+target)...)
+	if strings.Contains(again.out, "restoring") {
+		t.Errorf("a provisioned device restored again:\n%s", again.out)
+	}
+}
