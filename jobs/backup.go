@@ -258,18 +258,9 @@ func (b *Backup) dumpDatabase(ctx context.Context, m *snapshot.Manifest) (string
 	return version, err
 }
 
-// mediaEntry is one local upload in a snapshot's media index.
-type mediaEntry struct {
-	Path    string      `json:"path"` // relative to public/system
-	Size    int64       `json:"size"`
-	Mode    fs.FileMode `json:"mode"`
-	ModTime time.Time   `json:"mtime"`
-	SHA256  string      `json:"sha256"`
-}
-
 // hashCache remembers sums of files by path, size and mtime, so an
 // unchanged file is not read again at every backup.
-type hashCache map[string]mediaEntry
+type hashCache map[string]snapshot.MediaEntry
 
 const hashCacheFile = "media-hashes.json"
 
@@ -289,7 +280,7 @@ func (b *Backup) backupMedia(ctx context.Context, m *snapshot.Manifest) (int, er
 	if raw, err := os.ReadFile(cachePath); err == nil {
 		json.Unmarshal(raw, &cache) // a damaged cache only costs re-hashing
 	}
-	var index []mediaEntry
+	var index []snapshot.MediaEntry
 	uploaded := 0
 	blobs := map[string]bool{}
 	err = filepath.WalkDir(b.MediaDir, func(path string, d fs.DirEntry, err error) error {
@@ -313,7 +304,7 @@ func (b *Backup) backupMedia(ctx context.Context, m *snapshot.Manifest) (int, er
 		if err != nil {
 			return err
 		}
-		e := mediaEntry{Path: filepath.ToSlash(rel), Size: fi.Size(), Mode: fi.Mode().Perm(), ModTime: fi.ModTime().UTC()}
+		e := snapshot.MediaEntry{Path: filepath.ToSlash(rel), Size: fi.Size(), Mode: fi.Mode().Perm(), ModTime: fi.ModTime().UTC()}
 		if c, ok := cache[e.Path]; ok && c.Size == e.Size && c.ModTime.Equal(e.ModTime) {
 			e.SHA256 = c.SHA256
 		} else if e.SHA256, err = fileSum(path); err != nil {

@@ -57,9 +57,9 @@ func StatFS(path string) (DiskSpace, error) {
 
 func (d DiskSpace) String() string {
 	if d.Total == 0 {
-		return bytesIEC(d.Free) + " free"
+		return FormatBytes(d.Free) + " free"
 	}
-	return fmt.Sprintf("%s free of %s (%s)", bytesIEC(d.Free), bytesIEC(d.Total), sharePercent(d.Free, d.Total))
+	return fmt.Sprintf("%s free of %s (%s)", FormatBytes(d.Free), FormatBytes(d.Total), sharePercent(d.Free, d.Total))
 }
 
 func sharePercent(part, whole uint64) string {
@@ -377,7 +377,7 @@ func (c *Cleanup) logFreed(what, took string, before DiskSpace) DiskSpace {
 	if took != "" {
 		took = " in " + took
 	}
-	c.Log.Info(fmt.Sprintf("%s freed %s%s on the media volume: %s before, %s after", what, bytesIEC(freed), took, before, after),
+	c.Log.Info(fmt.Sprintf("%s freed %s%s on the media volume: %s before, %s after", what, FormatBytes(freed), took, before, after),
 		"freed_bytes", freed, "free_before_bytes", before.Free, "free_after_bytes", after.Free, "media_dir", c.MediaDir)
 	return after
 }
@@ -402,7 +402,7 @@ func (c *Cleanup) Guard(ctx context.Context) {
 		shortDuration(c.CheckEvery), c.FreeMin, sp), "media_dir", c.MediaDir)
 	if c.FreeMin.Bytes > 0 && c.FreeMin.Bytes >= sp.Total {
 		c.Log.Warn(fmt.Sprintf("%s=%s is more than the media volume's whole size (%s): the early cleanup will run every %s. Use a percentage such as 10%%",
-			DiskFreeMinVar, c.FreeMin, bytesIEC(sp.Total), shortDuration(c.PressureGap)))
+			DiskFreeMinVar, c.FreeMin, FormatBytes(sp.Total), shortDuration(c.PressureGap)))
 	}
 	t := time.NewTicker(c.CheckEvery)
 	defer t.Stop()
@@ -495,7 +495,8 @@ func nDays(n int) string {
 	return strconv.Itoa(n) + " days"
 }
 
-func bytesIEC(n uint64) string {
+// FormatBytes renders a byte count for people: 1.5 GiB.
+func FormatBytes(n uint64) string {
 	const unit = 1024
 	if n < unit {
 		return fmt.Sprintf("%d B", n)

@@ -377,7 +377,7 @@ func TestGuard_ChecksEveryIntervalUntilStopped(t *testing.T) {
 
 func TestBytesIEC(t *testing.T) {
 	for n, want := range map[uint64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 1536: "1.5 KiB", 5 * gib: "5.0 GiB", 3 << 40: "3.0 TiB"} {
-		if got := bytesIEC(n); got != want {
+		if got := FormatBytes(n); got != want {
 			t.Errorf("%d: %q; want %q", n, got, want)
 		}
 	}

@@ -25,19 +25,28 @@ type Runner struct {
 }
 
 // Rails runs `rails TASK...`, relaying its output to the log line by line.
+// On stop, Rails gets an interrupt and 45 s to roll back the migration it
+// is in rather than die mid-statement; the keeper's stop_grace_period
+// leaves room for this.
 func (r Runner) Rails(ctx context.Context, tasks ...string) error {
-	cmd := exec.CommandContext(ctx, "rails", tasks...)
+	return r.logged(ctx, 45*time.Second, "rails", tasks...)
+}
+
+// logged runs a Mastodon command whose arguments are not secret, relaying
+// its output to the log line by line. Stopped, it gets SIGINT and grace
+// before SIGKILL.
+func (r Runner) logged(ctx context.Context, grace time.Duration, name string, args ...string) error {
+	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = r.Env
-	// On stop, let Rails roll back the migration it is in rather than die
-	// mid-statement; the keeper's stop_grace_period leaves room for this.
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
-	cmd.WaitDelay = 45 * time.Second
-	out := &lineLogger{log: r.Log.With("command", "rails "+strings.Join(tasks, " "))}
+	cmd.WaitDelay = grace
+	what := name + " " + strings.Join(args, " ")
+	out := &lineLogger{log: r.Log.With("command", what)}
 	cmd.Stdout, cmd.Stderr = out, out
 	err := cmd.Run()
 	out.flush()
 	if err != nil {
-		return fmt.Errorf("rails %s: %w (its output is in the log above)", strings.Join(tasks, " "), err)
+		return fmt.Errorf("%s: %w (its output is in the log above)", what, err)
 	}
 	return nil
 }
@@ -141,21 +150,9 @@ func (r Runner) MediaRemoveOrphans(ctx context.Context) error {
 	return r.tootctlLogged(ctx, "media", "remove-orphans")
 }
 
-// tootctlLogged runs tootctl ARGS (none of which may be secret), relaying
-// its output to the log line by line. Stopped, tootctl gets SIGINT and 20
-// seconds before SIGKILL; an interrupted removal leaves nothing that the
-// next run does not finish.
+// tootctlLogged runs tootctl ARGS, relaying its output to the log. An
+// interrupted removal leaves nothing that the next run does not finish, so
+// 20 s of grace after SIGINT is plenty.
 func (r Runner) tootctlLogged(ctx context.Context, args ...string) error {
-	cmd := exec.CommandContext(ctx, "tootctl", args...)
-	cmd.Env = r.Env
-	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
-	cmd.WaitDelay = 20 * time.Second
-	out := &lineLogger{log: r.Log.With("command", "tootctl "+strings.Join(args, " "))}
-	cmd.Stdout, cmd.Stderr = out, out
-	err := cmd.Run()
-	out.flush()
-	if err != nil {
-		return fmt.Errorf("tootctl %s: %w (its output is in the log above)", strings.Join(args, " "), err)
-	}
-	return nil
+	return r.logged(ctx, 20*time.Second, "tootctl", args...)
 }

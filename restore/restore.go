@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -60,16 +59,8 @@ type staged struct {
 	key     *snapshot.Key
 	rec     *instance.Record
 	dump    string // zstd-compressed pg_dump archive
-	media   []mediaFile
+	media   []snapshot.MediaEntry
 	mediaAt string // staging directory inside the media volume
-}
-
-type mediaFile struct {
-	Path    string      `json:"path"`
-	Size    int64       `json:"size"`
-	Mode    fs.FileMode `json:"mode"`
-	ModTime time.Time   `json:"mtime"`
-	SHA256  string      `json:"sha256"`
 }
 
 // Run restores and returns the restored snapshot's manifest.

@@ -16,6 +16,7 @@ package snapshot
 import (
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"regexp"
 	"time"
 )
@@ -118,6 +119,15 @@ func ParseManifestKey(key string) (string, bool) {
 
 // Marshal renders a manifest.
 func (m *Manifest) Marshal() ([]byte, error) { return json.MarshalIndent(m, "", "  ") }
+
+// MediaEntry is one local upload in a snapshot's media index.
+type MediaEntry struct {
+	Path    string      `json:"path"` // relative to public/system, '/'-separated
+	Size    int64       `json:"size"`
+	Mode    fs.FileMode `json:"mode"`
+	ModTime time.Time   `json:"mtime"`
+	SHA256  string      `json:"sha256"` // the blob holding its content
+}
 
 // Owner is the split-brain guard: the device that last took the target.
 type Owner struct {

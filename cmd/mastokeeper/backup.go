@@ -198,7 +198,7 @@ func backupCmd(ctx context.Context, log *slog.Logger, args []string, stdout, std
 			}
 			return exitFailed
 		}
-		fmt.Fprintf(stdout, "backup %s complete: %s stored, %d media files\n", m.ID, humanBytes(m.Size()), m.MediaFiles)
+		fmt.Fprintf(stdout, "backup %s complete: %s stored, %d media files\n", m.ID, jobs.FormatBytes(uint64(m.Size())), m.MediaFiles)
 		return exitOK
 	case len(args) == 1 && args[0] == "list":
 		ms, err := restore.List(ctx, e.store)
@@ -212,7 +212,7 @@ func backupCmd(ctx context.Context, log *slog.Logger, args []string, stdout, std
 		}
 		fmt.Fprintf(stdout, "%-17s  %-20s  %-10s  %-9s  %s\n", "ID", "TAKEN (UTC)", "STORED", "MASTODON", "MEDIA FILES")
 		for _, m := range ms {
-			fmt.Fprintf(stdout, "%-17s  %-20s  %-10s  %-9s  %d\n", m.ID, m.CreatedAt.UTC().Format(time.DateTime), humanBytes(m.Size()), m.MastodonVersion, m.MediaFiles)
+			fmt.Fprintf(stdout, "%-17s  %-20s  %-10s  %-9s  %d\n", m.ID, m.CreatedAt.UTC().Format(time.DateTime), jobs.FormatBytes(uint64(m.Size())), m.MastodonVersion, m.MediaFiles)
 		}
 		return exitOK
 	case len(args) == 2 && args[0] == "verify":
@@ -231,19 +231,6 @@ func backupCmd(ctx context.Context, log *slog.Logger, args []string, stdout, std
 	}
 	fmt.Fprint(stderr, usage)
 	return exitUsage
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 // restoreCmd: restore [--from URL] [--backup ID] [--force].
