@@ -304,7 +304,7 @@ func TestComposeRules(t *testing.T) {
 		vols = append(vols, name)
 	}
 	sort.Strings(vols)
-	if want := []string{"db", "keeper", "redis", "system"}; !slices.Equal(vols, want) {
+	if want := []string{"backups", "db", "keeper", "redis", "system"}; !slices.Equal(vols, want) {
 		t.Errorf("volumes %v, want %v", vols, want)
 	}
 
