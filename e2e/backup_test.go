@@ -406,3 +406,28 @@ func TestObjectServerStoppedMidBackupFailsClearlyAndKeepsEarlierBackups(t *testi
 		})
 	}
 }
+
+// With the tightest policy, only the newest backup stays - whole - and
+// nothing of the others is left but media it still needs.
+func TestRetentionOnEveryTargetKeepsTheNewestBackupWhole(t *testing.T) {
+	forEachTarget(t, func(t *testing.T, target backupTarget) {
+		d := newBackupDevice(t, target)
+		d.env = append(d.env, "BACKUP_KEEP_DAILY=0", "BACKUP_KEEP_WEEKLY=0")
+		var ids []string
+		for range 3 {
+			ids = append(ids, d.backup(t))
+			time.Sleep(1100 * time.Millisecond)
+		}
+		if got := d.list(t); len(got) != 1 || !strings.HasPrefix(got[0], ids[2]) {
+			t.Errorf("after three backups with policy 0/0 the list is %q; want only %s", got, ids[2])
+		}
+		for key := range d.objects(t) {
+			if strings.Contains(key, ids[0]) || strings.Contains(key, ids[1]) {
+				t.Errorf("%s of a pruned backup is still stored", key)
+			}
+		}
+		if r := d.keeper(d.env, "backup", "verify", ids[2]); r.code != 0 {
+			t.Errorf("the kept backup no longer verifies:\n%s", r.out)
+		}
+	})
+}
