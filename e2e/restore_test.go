@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // fingerprint is what must survive a move to new hardware: a checksum of
@@ -220,5 +221,28 @@ func TestAFreshDeviceWithRestoreFromTakesTheInstanceOver(t *testing.T) {
 	again := nu.provision(append(nu.env, "RESTORE_FROM="+target)...)
 	if strings.Contains(again.out, "restoring") {
 		t.Errorf("a provisioned device restored again:\n%s", again.out)
+	}
+}
+
+// A new passphrase re-seals the backup key (which every backup shares):
+// from then on it, and only it, opens the target.
+func TestANewPassphraseReplacesTheOldOne(t *testing.T) {
+	old := newBackupDevice(t, backupTarget{"file", fileTarget})
+	old.backup(t)
+	again := old.keeper(old.env, "backup")
+	if strings.Contains(again.out, "scrypt") || again.code != 0 {
+		t.Fatalf("second backup (%d):\n%s", again.code, again.out)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	newPass := "BACKUP_PASSPHRASE=a new passphrase entirely"
+	if r := old.keeper(append(old.env, newPass), "backup"); r.code != 0 {
+		t.Fatalf("backup with the new passphrase:\n%s", r.out)
+	}
+	nu := newDevice(t, old)
+	if r := nu.keeper(nu.env, "restore"); r.code != 3 || !strings.Contains(r.out, "BACKUP_PASSPHRASE does not open") {
+		t.Errorf("the old passphrase still opens the target (%d):\n%s", r.code, r.out)
+	}
+	if r := nu.keeper(append(nu.env, newPass), "restore"); r.code != 0 {
+		t.Errorf("the new passphrase does not open the target:\n%s", r.out)
 	}
 }

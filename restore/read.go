@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"runtime/debug"
 	"sort"
 	"strings"
 
@@ -78,7 +79,9 @@ func OpenKey(ctx context.Context, s storage.Store, sealer snapshot.Sealer) (*sna
 	if err != nil {
 		return nil, fmt.Errorf("read the backup key at %s: %w", s, err)
 	}
-	return sealer.Open(sealed)
+	k, err := sealer.Open(sealed)
+	debug.FreeOSMemory() // scrypt's 256 MiB are garbage now
+	return k, err
 }
 
 // ErrCorrupt means a stored object does not match its manifest.

@@ -129,7 +129,9 @@ func (s Sealer) Open(sealed []byte) (*Key, error) {
 		if err != nil {
 			return nil, fmt.Errorf("BACKUP_PASSPHRASE: %w", err)
 		}
-		i.SetMaxWorkFactor(22)
+		// Seal uses age's default (18, 256 MiB); 20 (1 GiB) is as far as a
+		// 2 GB device can follow.
+		i.SetMaxWorkFactor(20)
 		id, what = i, "BACKUP_PASSPHRASE"
 	default:
 		return nil, errors.New("set BACKUP_PASSPHRASE (or BACKUP_AGE_IDENTITY) to the one the backups were made with")
