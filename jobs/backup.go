@@ -265,10 +265,11 @@ func (b *Backup) dumpDatabase(ctx context.Context, m *snapshot.Manifest) (string
 
 	var stderr bytes.Buffer
 	err = b.upload(ctx, m, snapshot.ObjectKey(m.ID, snapshot.DBDump), snapshot.DBDump, func(w io.Writer) error {
-		// One encoder goroutine at the default level: as small as pg_dump -Fc's
-		// gzip output and about three times faster. (WithLowerEncoderMem
-		// saves 7.5 MiB but halves the speed.)
-		zw, err := zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1))
+		// The default level, as small as pg_dump -Fc's gzip output and faster;
+		// two encoder goroutines (every supported device has four cores) for
+		// about 35 MiB in all. WithLowerEncoderMem would save 7.5 MiB but
+		// halves the speed.
+		zw, err := zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(2))
 		if err != nil {
 			return err
 		}
