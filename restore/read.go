@@ -186,7 +186,7 @@ func Verify(ctx context.Context, s storage.Store, k *snapshot.Key, id string, me
 		if !media {
 			break
 		}
-		if err := verifyBlob(ctx, s, k, sum); err != nil {
+		if err := readBlob(ctx, s, k, sum, io.Discard); err != nil {
 			return m, err
 		}
 	}
@@ -220,7 +220,9 @@ func listDump(ctx context.Context, r io.Reader) error {
 	return nil
 }
 
-func verifyBlob(ctx context.Context, s storage.Store, k *snapshot.Key, sum string) error {
+// readBlob copies media blob sum, decrypted, to w and checks that its
+// content has that sum: a blob is named by the SHA-256 of its plaintext.
+func readBlob(ctx context.Context, s storage.Store, k *snapshot.Key, sum string, w io.Writer) error {
 	rc, err := s.Get(ctx, snapshot.BlobKey(sum))
 	if err != nil {
 		return fmt.Errorf("media blob %s: %w", sum, err)
@@ -231,7 +233,7 @@ func verifyBlob(ctx context.Context, s storage.Store, k *snapshot.Key, sum strin
 		return fmt.Errorf("%w: media blob %s: %v", ErrCorrupt, sum, err)
 	}
 	h := sha256.New()
-	if _, err := io.Copy(h, pr); err != nil {
+	if _, err := io.Copy(io.MultiWriter(w, h), pr); err != nil {
 		return fmt.Errorf("%w: media blob %s: %v", ErrCorrupt, sum, err)
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != sum {

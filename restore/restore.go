@@ -3,8 +3,6 @@ package restore
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -230,26 +228,13 @@ func (r *Restore) fetchTo(ctx context.Context, m *snapshot.Manifest, key *snapsh
 }
 
 func (r *Restore) fetchBlob(ctx context.Context, key *snapshot.Key, sum, path string, p io.Writer) error {
-	rc, err := r.Store.Get(ctx, snapshot.BlobKey(sum))
-	if err != nil {
-		return fmt.Errorf("media blob %s: %w", sum, err)
-	}
-	defer rc.Close()
-	pr, err := key.Decrypt(rc)
-	if err != nil {
-		return fmt.Errorf("%w: media blob %s: %v", ErrCorrupt, sum, err)
-	}
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(io.MultiWriter(f, h, p), pr); err != nil {
-		return fmt.Errorf("%w: media blob %s: %v", ErrCorrupt, sum, err)
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != sum {
-		return fmt.Errorf("%w: media blob %s has content with sha256 %s", ErrCorrupt, sum, got)
+	if err := readBlob(ctx, r.Store, key, sum, io.MultiWriter(f, p)); err != nil {
+		return err
 	}
 	return f.Close()
 }
