@@ -1,9 +1,12 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -47,8 +50,8 @@ func (s *stack) fingerprint(t *testing.T) map[string]string {
 
 // newDevice is fresh hardware: nothing provisioned, pointed at the old
 // device's backup target.
-func newDevice(t *testing.T, old *backupDevice) *backupDevice {
-	s := newStack(t)
+func newDevice(t *testing.T, old *backupDevice, stackEnv ...string) *backupDevice {
+	s := newStack(t, stackEnv...)
 	media := filepath.Join(s.base, "system")
 	env := []string{}
 	for _, kv := range old.env {
@@ -245,4 +248,151 @@ func TestANewPassphraseReplacesTheOldOne(t *testing.T) {
 	if r := nu.keeper(append(nu.env, newPass), "restore"); r.code != 0 {
 		t.Errorf("the new passphrase does not open the target:\n%s", r.out)
 	}
+}
+
+// holdPgRestore returns a PATH on which pg_restore lists archives as usual
+// but, asked to restore one, says so in the file it returns and then hangs:
+// the moment a restore has dropped the old database and is writing the new.
+func holdPgRestore(t *testing.T) (path, held string) {
+	t.Helper()
+	real, err := exec.LookPath("pg_restore")
+	if err != nil {
+		stackMissing(t, "pg_restore on PATH")
+	}
+	dir := t.TempDir()
+	held = filepath.Join(dir, "held")
+	script := "#!/bin/sh\ncase \" $* \" in *\" --list \"*) exec " + real + " \"$@\" ;; esac\n: >" + held + "\nexec sleep 600\n"
+	if err := os.WriteFile(filepath.Join(dir, "pg_restore"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir + ":" + standinDir + ":" + os.Getenv("PATH"), held
+}
+
+// killWhenHeld starts mastokeeper ARGS and kills it (-9, with its children)
+// once pg_restore is held.
+func (d *backupDevice) killWhenHeld(t *testing.T, path, held string, args ...string) {
+	t.Helper()
+	os.Remove(held)
+	k := d.start(append(d.env, "PATH="+path), args...)
+	for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if _, err := os.Stat(held); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mastokeeper %s never reached pg_restore:\n%s", strings.Join(args, " "), d.allLogs())
+		}
+	}
+	k.kill()
+}
+
+// A restore killed midway leaves a device that serves nothing and says
+// so, until a restore finishes: the next one resumes without --force,
+// and RESTORE_FROM finishes it at the keeper's next start.
+func TestARestoreKilledMidwayIsFinishedByTheNext(t *testing.T) {
+	old := newBackupDevice(t, backupTarget{"file", fileTarget})
+	old.db("mastodon_production").Exec(context.Background(), `INSERT INTO statuses (account_id, text) VALUES (1, 'before the move')`)
+	want := old.fingerprint(t)
+	old.backup(t)
+	nu := newDevice(t, old)
+	path, held := holdPgRestore(t)
+
+	nu.killWhenHeld(t, path, held, "restore")
+	if m := nu.markers(); !slices.Contains(m, "restore-incomplete") || slices.ContainsFunc(m, func(s string) bool { return strings.HasPrefix(s, "ready-") }) {
+		t.Errorf("markers after a killed restore: %v; want restore-incomplete and no ready-*", m)
+	}
+	p := nu.keeper(nu.env, "provision")
+	if p.code != 3 || !strings.Contains(p.out, "did not finish") || !strings.Contains(p.out, "mastokeeper restore") {
+		t.Errorf("the keeper provisioned a half-restored device (exit %d):\n%s", p.code, p.out)
+	}
+	// Without --force: the restore resumes (and is killed again).
+	nu.killWhenHeld(t, path, held, "restore")
+
+	target := ""
+	for _, kv := range nu.env {
+		if v, ok := strings.CutPrefix(kv, "BACKUP_TARGET="); ok {
+			target = v
+		}
+	}
+	r := nu.provision(append(nu.env, "RESTORE_FROM="+target)...)
+	if !strings.Contains(r.out, "did not finish last time") || !strings.Contains(r.out, "database ready") {
+		t.Errorf("the keeper's start did not finish the restore:\n%s", r.out)
+	}
+	got := nu.fingerprint(t)
+	for _, k := range []string{"table standin_migration_runs", "sequence standin_migration_runs_id_seq"} {
+		delete(want, k)
+		delete(got, k)
+	}
+	if !reflect.DeepEqual(want, got) {
+		t.Errorf("data differs:\nold %v\nnew %v", want, got)
+	}
+	if slices.Contains(nu.markers(), "restore-incomplete") {
+		t.Error("restore-incomplete is still marked after the restore finished")
+	}
+}
+
+// The keeper's images move to new PostgreSQL majors; a logical dump
+// crosses them. This machine's PostgreSQL 15 backs up, a 17 server (the
+// images' major) takes the restore.
+func TestRestoreOntoANewerPostgreSQLMajor(t *testing.T) {
+	pg17 := filepath.Join(stackCacheDir(t), "pg17", "package", "native", "bin")
+	if _, err := os.Stat(filepath.Join(pg17, "postgres")); err != nil {
+		stackMissing(t, "a PostgreSQL 17 server in %s (scripts/install-test-deps installs it)", pg17)
+	}
+	old := newBackupDevice(t, backupTarget{"file", fileTarget})
+	c := old.db("mastodon_production")
+	if _, err := c.Exec(context.Background(), `INSERT INTO statuses (account_id, text) SELECT 1, 'toot ' || g FROM generate_series(1, 2000) g`); err != nil {
+		t.Fatal(err)
+	}
+	want := old.fingerprint(t)
+	old.backup(t)
+
+	nu := newDevice(t, old, "PATH="+pg17+":"+standinDir+":"+os.Getenv("PATH"))
+	if r := nu.keeper(nu.env, "restore"); r.code != 0 {
+		t.Fatalf("restore onto PostgreSQL 17 exited %d:\n%s", r.code, r.out)
+	}
+	// (Without the backup before migrating: this machine's pg_dump 15
+	// cannot dump a 17 server; the keeper's image carries pg_dump 17.)
+	nu.provision(append(nu.env, unset("BACKUP_PASSPHRASE"))...)
+	var version int
+	nu.db("mastodon_production").QueryRow(context.Background(), "SELECT current_setting('server_version_num')::int").Scan(&version)
+	if version/10000 != 17 {
+		t.Fatalf("the new device runs PostgreSQL %d, want 17", version)
+	}
+	got := nu.fingerprint(t)
+	for _, k := range []string{"table standin_migration_runs", "sequence standin_migration_runs_id_seq"} {
+		delete(want, k)
+		delete(got, k)
+	}
+	if !reflect.DeepEqual(want, got) {
+		t.Errorf("data differs across majors:\nold %v\nnew %v", want, got)
+	}
+}
+
+// A dump from a newer major may use what an older server lacks: the
+// restore refuses before it drops anything.
+func TestRestoreRefusesABackupFromANewerMajor(t *testing.T) {
+	d := newBackupDevice(t, backupTarget{"file", fileTarget})
+	id := d.backup(t)
+	key := "snapshots/" + id + "/manifest.json"
+	var m map[string]any
+	if err := json.Unmarshal(d.read(t, key), &m); err != nil {
+		t.Fatal(err)
+	}
+	m["postgres_version"] = "99.1"
+	b, _ := json.Marshal(m)
+	if err := d.store(t).Put(context.Background(), key, bytes.NewReader(b)); err != nil {
+		t.Fatal(err)
+	}
+	before := d.fingerprint(t)
+	r := d.keeper(d.env, "restore", "--force")
+	if r.code != 3 || !strings.Contains(r.out, "PostgreSQL 99.1") || !strings.Contains(r.out, "not touched") {
+		t.Errorf("exit %d:\n%s", r.code, r.out)
+	}
+	if !reflect.DeepEqual(before, d.fingerprint(t)) {
+		t.Error("the refused restore changed the database")
+	}
+	if slices.Contains(d.markers(), "restore-incomplete") {
+		t.Error("a refused restore marked the device as half-restored")
+	}
+	d.provision(d.env...)
 }

@@ -76,6 +76,10 @@ func (d Dir) RecordPath() string { return filepath.Join(d.Path, recordFile) }
 const (
 	MarkerSeeded         = "seeded"          // schema loaded and seeds run at least once
 	MarkerOwnerAnnounced = "owner-announced" // the Owner's first password was shown
+	// MarkerRestoring is written before a restore changes anything and
+	// removed when it has finished: while it exists the device holds a
+	// half-restored instance, which must be restored again, never served.
+	MarkerRestoring = "restore-incomplete"
 )
 
 // ReadyMarker is written once the database schema matches Mastodon version;
@@ -106,6 +110,16 @@ func (d Dir) Mark(name string) error {
 		return fmt.Errorf("mark %s: %w", name, err)
 	}
 	return WriteFileAtomic(d.markerPath(name), []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o644)
+}
+
+// Unmark removes marker name.
+func (d Dir) Unmark(name string) error {
+	if err := os.Remove(d.markerPath(name)); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("unmark %s: %w", name, err)
+	}
+	return syncDir(filepath.Join(d.Path, "markers"))
 }
 
 // ReadyVersions lists the versions the schema was ever made ready for.

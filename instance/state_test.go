@@ -141,6 +141,21 @@ func TestMarkers_MarkThenHas(t *testing.T) {
 	}
 }
 
+func TestUnmark_RemovesOnlyThatMarkerAndToleratesAbsence(t *testing.T) {
+	d := Dir{Path: t.TempDir()}
+	if err := d.Unmark(MarkerRestoring); err != nil {
+		t.Fatalf("Unmark of an absent marker: %v", err)
+	}
+	d.Mark(MarkerRestoring)
+	d.Mark(MarkerSeeded)
+	if err := d.Unmark(MarkerRestoring); err != nil {
+		t.Fatal(err)
+	}
+	if d.Has(MarkerRestoring) || !d.Has(MarkerSeeded) {
+		t.Errorf("after Unmark(restore-incomplete): restoring %v, seeded %v; want false, true", d.Has(MarkerRestoring), d.Has(MarkerSeeded))
+	}
+}
+
 func TestMark_IsIdempotentAndHoldsATimestamp(t *testing.T) {
 	d := Dir{Path: t.TempDir()}
 	for range 2 {

@@ -52,6 +52,10 @@ func (p *Provisioner) Run(ctx context.Context) error {
 		return &RefusedError{errors.New("MASTOKEEPER_MASTODON_VERSION is not set; it is built into the keeper's image - run the keeper from this project's Dockerfile")}
 	}
 	dir := instance.Dir{Path: p.Cfg.StateDir}
+	if dir.Has(instance.MarkerRestoring) {
+		return &RefusedError{errors.New("a restore onto this device began and did not finish, so its database may be half-restored; web, sidekiq and streaming stay stopped. " +
+			"Finish it: run 'mastokeeper restore' in a terminal on the keeper service (with --from URL if the backups are not at BACKUP_TARGET), or set RESTORE_FROM and restart the keeper")}
+	}
 	rec, err := p.ensureRecord(ctx, dir)
 	if err != nil {
 		return err

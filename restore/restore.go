@@ -51,6 +51,8 @@ type RefusedError struct{ Err error }
 func (e *RefusedError) Error() string { return e.Err.Error() }
 func (e *RefusedError) Unwrap() error { return e.Err }
 
+var errDumpUnreadable = errors.New("the dump's check stopped reading")
+
 // staged is a snapshot downloaded and checked, ready to apply.
 type staged struct {
 	m       *snapshot.Manifest
@@ -96,7 +98,13 @@ func (r *Restore) Run(ctx context.Context) (*snapshot.Manifest, error) {
 	if local != nil && local.LocalDomain != m.LocalDomain && !r.Force {
 		return nil, &RefusedError{fmt.Errorf("this device already holds the instance %s; restoring %s would replace it. Run the restore with --force to replace it; nothing was changed", local.LocalDomain, m.LocalDomain)}
 	}
-	if local != nil && !r.Force {
+	// A restore that stopped midway left data no one may lose: it is
+	// finished by the next restore of the same instance, forced or not.
+	resuming := local != nil && r.Dir.Has(instance.MarkerRestoring) && local.LocalDomain == m.LocalDomain
+	if resuming {
+		log.Info("an earlier restore onto this device did not finish; this one replaces what it left")
+	}
+	if local != nil && !r.Force && !resuming {
 		// Only an empty database may be restored into without --force.
 		if empty, err := r.databaseEmpty(ctx, local); err != nil {
 			return nil, err
@@ -112,6 +120,10 @@ func (r *Restore) Run(ctx context.Context) (*snapshot.Manifest, error) {
 	}
 	log.Info("backup downloaded and verified; restoring it onto this device now")
 	if err := r.apply(ctx, log, st, local); err != nil {
+		var refused *RefusedError
+		if errors.As(err, &refused) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("restore of %s failed midway: %w. Fix the cause and run the restore again with --force", m.ID, err)
 	}
 	return m, nil
@@ -154,18 +166,24 @@ func (r *Restore) stage(ctx context.Context, log *slog.Logger, m *snapshot.Manif
 	}
 	// The dump, still zstd-compressed, checked and then read by pg_restore.
 	st.dump = filepath.Join(stageDir, "db.dump.zst")
+	// pg_restore --list reads the dump as it arrives: the check costs no
+	// second pass over it.
 	dbObj, _ := m.Object(snapshot.DBDump)
-	if err := r.fetch(ctx, m, key, snapshot.DBDump, st.dump, r.progress(log, "database", dbObj.Size)); err != nil {
+	pr, pw := io.Pipe()
+	listed := make(chan error, 1)
+	go func() {
+		err := listDump(ctx, pr)
+		pr.CloseWithError(errDumpUnreadable) // the download must not wait on a reader that is gone
+		listed <- err
+	}()
+	err := r.fetch(ctx, m, key, snapshot.DBDump, st.dump, io.MultiWriter(r.progress(log, "database", dbObj.Size), pw))
+	pw.CloseWithError(err)
+	listErr := <-listed
+	if err != nil && !errors.Is(err, errDumpUnreadable) {
 		return st, err
 	}
-	f, err := os.Open(st.dump)
-	if err != nil {
-		return st, err
-	}
-	err = listDump(ctx, f)
-	f.Close()
-	if err != nil {
-		return st, fmt.Errorf("%w: backup %s: the database dump: %v", ErrCorrupt, m.ID, err)
+	if listErr != nil {
+		return st, fmt.Errorf("%w: backup %s: the database dump: %v", ErrCorrupt, m.ID, listErr)
 	}
 	// The instance record.
 	var buf bytes.Buffer
@@ -244,7 +262,11 @@ func (r *Restore) apply(ctx context.Context, log *slog.Logger, st *staged, local
 	rec := st.rec
 	if local == nil {
 		// A fresh device: the db service initialises PostgreSQL with the
-		// restored superuser password as soon as this record exists.
+		// restored superuser password as soon as this record exists. From
+		// the record on, the device is a restore in progress.
+		if err := r.Dir.Mark(instance.MarkerRestoring); err != nil {
+			return err
+		}
 		if err := r.Dir.Create(rec); err != nil {
 			return err
 		}
@@ -255,6 +277,17 @@ func (r *Restore) apply(ctx context.Context, log *slog.Logger, st *staged, local
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	if err := checkMajor(ctx, conn, st.m); err != nil {
+		return &RefusedError{err}
+	}
+	// Web, sidekiq and streaming must not start on a database that is
+	// being replaced: they wait for a ready marker again.
+	if err := r.Dir.Mark(instance.MarkerRestoring); err != nil {
+		return err
+	}
+	if err := r.Dir.ClearReady(); err != nil {
+		return err
+	}
 	unlock, err := postgres.LockSchema(ctx, log, conn)
 	if err != nil {
 		return err
@@ -302,9 +335,6 @@ func (r *Restore) apply(ctx context.Context, log *slog.Logger, st *staged, local
 	os.Remove(filepath.Join(r.Dir.Path, "media-hashes.json"))
 	// The schema is the backup's: migrations for this release run next, and
 	// the Owner exists already.
-	if err := r.Dir.ClearReady(); err != nil {
-		return err
-	}
 	for _, mk := range []string{instance.MarkerSeeded, instance.MarkerOwnerAnnounced} {
 		if err := r.Dir.Mark(mk); err != nil {
 			return err
@@ -312,7 +342,28 @@ func (r *Restore) apply(ctx context.Context, log *slog.Logger, st *staged, local
 	}
 	// From now on this device writes the backups; the old one stops.
 	b, _ := json.MarshalIndent(snapshot.Owner{Device: r.Device, LocalDomain: rec.LocalDomain, Since: time.Now().UTC()}, "", "  ")
-	return r.Store.Put(ctx, snapshot.OwnerKey, bytes.NewReader(b))
+	if err := r.Store.Put(ctx, snapshot.OwnerKey, bytes.NewReader(b)); err != nil {
+		return err
+	}
+	return r.Dir.Unmark(instance.MarkerRestoring)
+}
+
+// checkMajor refuses a backup from a newer PostgreSQL major than the
+// server's: its dump may use what the older server lacks, and pg_restore
+// would fail halfway through.
+func checkMajor(ctx context.Context, conn *pgx.Conn, m *snapshot.Manifest) error {
+	var num int
+	if err := conn.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&num); err != nil {
+		return fmt.Errorf("postgres: server version: %w", err)
+	}
+	from, err := strconv.Atoi(strings.SplitN(m.PostgresVersion, ".", 2)[0])
+	if err != nil {
+		return nil // a backup that does not say: pg_restore decides
+	}
+	if server := num / 10000; from > server {
+		return fmt.Errorf("backup %s was taken from PostgreSQL %s, and this device runs PostgreSQL %d, which is older: restore it onto a device with PostgreSQL %d or newer (this project's current images). The database was not touched", m.ID, m.PostgresVersion, server, from)
+	}
+	return nil
 }
 
 // pgRestore feeds the decompressed dump to pg_restore, creating every

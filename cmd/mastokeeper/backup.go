@@ -305,10 +305,15 @@ func restoreAtFirstBoot(ctx context.Context, log *slog.Logger, cfg *config.Confi
 	if from == "" {
 		return nil
 	}
-	if _, err := (instance.Dir{Path: cfg.StateDir}).Read(); !errors.Is(err, instance.ErrNotProvisioned) {
+	dir := instance.Dir{Path: cfg.StateDir}
+	switch _, err := dir.Read(); {
+	case dir.Has(instance.MarkerRestoring):
+		log.Info("the restore from RESTORE_FROM did not finish last time: restoring again before anything else")
+	case !errors.Is(err, instance.ErrNotProvisioned):
 		return nil // provisioned already: RESTORE_FROM only acts on a fresh device
+	default:
+		log.Info("fresh device with RESTORE_FROM set: restoring the instance before anything else")
 	}
-	log.Info("fresh device with RESTORE_FROM set: restoring the instance before anything else")
 	_, err := runRestore(ctx, log, from, "", false)
 	return err
 }
