@@ -3,8 +3,12 @@ package e2e
 import (
 	"os"
 	"os/exec"
+	"reflect"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestConfigCheckListsEveryProblemAtOnce(t *testing.T) {
@@ -102,5 +106,78 @@ console.log('ok');`)
 	}
 	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
 		t.Errorf("secrets generate persisted %d files", len(ents))
+	}
+}
+
+// An admin at a terminal on the keeper service runs tootctl through
+// mastokeeper, which gives it the instance's environment and then becomes
+// it: tootctl's output and exit code are the command's own.
+func TestTootctlRunsWithTheInstancesEnvironment(t *testing.T) {
+	s := newStack(t)
+	reset := []string{"tootctl", "accounts", "modify", "alice", "--reset-password"}
+
+	// Before the keeper has readied the database: a refusal at once, saying
+	// what to do; tootctl does not run and nothing is written.
+	before := s.stateSnapshot()
+	start := time.Now()
+	r := s.keeper(nil, reset...)
+	if r.code != 1 || !strings.Contains(r.out, "has not finished preparing the database for Mastodon "+mastodonVersion) ||
+		!strings.Contains(r.out, "see the keeper service's log and try again") {
+		t.Errorf("before provisioning: exit %d:\n%s", r.code, r.out)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("it waited %s instead of refusing at once", took)
+	}
+	if strings.Contains(r.out, "refuses to boot") {
+		t.Error("tootctl ran before the database was ready")
+	}
+	if !reflect.DeepEqual(before, s.stateSnapshot()) {
+		t.Error("the refused run wrote to the keeper's volume")
+	}
+
+	s.provision()
+	r = s.keeper(nil, reset...)
+	m := regexp.MustCompile(`(?m)^New password: ([0-9a-f]{32})$`).FindStringSubmatch(r.out)
+	if r.code != 0 || m == nil || !strings.Contains(r.out, "OK") {
+		t.Fatalf("after provisioning: exit %d:\n%s", r.code, r.out)
+	}
+	alicesPassword := `SELECT count(*) FROM users u JOIN accounts a ON a.id = u.account_id WHERE a.username = 'alice' AND u.encrypted_password = $1`
+	if s.count(alicesPassword, m[1]) != 1 {
+		t.Error("the printed password is not alice's new one")
+	}
+
+	// tootctl's failure is passed through as it is, not as the keeper's.
+	r = s.keeper(nil, "tootctl", "accounts", "frobnicate", "alice")
+	if r.code != 1 || !strings.Contains(r.out, "unsupported accounts frobnicate") || strings.Contains(r.out, "mastokeeper tootctl:") {
+		t.Errorf("a failing tootctl: exit %d:\n%s", r.code, r.out)
+	}
+	// Without arguments it is tootctl that answers (with its help).
+	if r = s.keeper(nil, "tootctl"); !strings.Contains(r.out, "tootctl stand-in") || strings.Contains(r.out, "Usage:") {
+		t.Errorf("bare tootctl: exit %d:\n%s", r.code, r.out)
+	}
+
+	// A configuration the instance must refuse: refused, tootctl not run.
+	r = s.keeper([]string{"LOCAL_DOMAIN=other.example.test"}, reset...)
+	if r.code != 3 || !strings.Contains(r.out, "LOCAL_DOMAIN") {
+		t.Errorf("a changed LOCAL_DOMAIN: exit %d:\n%s", r.code, r.out)
+	}
+	if s.count(alicesPassword, m[1]) != 1 {
+		t.Error("the refused run changed alice's password")
+	}
+
+	// While it runs, tootctl is the very process the terminal started (so
+	// Ctrl-C reaches it), and no secret is among any process's arguments:
+	// they travel in its environment. (The scan at cleanup covers the output.)
+	bob := s.start([]string{"STANDIN_AFTER_CREATE_DELAY=3s"}, "tootctl", "accounts", "create", "bob", "--email", "bob@example.test")
+	if !bob.waitFor("account bob created", 30*time.Second) {
+		t.Fatal("tootctl accounts create did not run")
+	}
+	cmdline, _ := os.ReadFile("/proc/" + strconv.Itoa(bob.cmd.Process.Pid) + "/cmdline")
+	if got := strings.ReplaceAll(string(cmdline), "\x00", " "); !strings.HasPrefix(got, "tootctl accounts create bob") {
+		t.Errorf("the terminal's process runs %q, not tootctl", got)
+	}
+	s.assertNoSecretInAnyCmdline()
+	if code := bob.wait(t, 30*time.Second); code != 0 {
+		t.Errorf("tootctl accounts create exited %d", code)
 	}
 }

@@ -1,7 +1,8 @@
 // Package launch starts the stack's long-running processes - Mastodon's
 // web, sidekiq and streaming, and PostgreSQL - once the keeper has made
-// ready what they need, with the instance's environment. It replaces
-// itself with the process (exec), so signals reach it directly.
+// ready what they need, with the instance's environment - and an admin's
+// one-off tootctl. It replaces itself with the process (exec), so signals
+// reach it directly.
 package launch
 
 import (
@@ -38,15 +39,44 @@ type Launcher struct {
 // Mastodon waits until the keeper has readied the database for this
 // Mastodon version, then execs argv with the instance's environment.
 func (l *Launcher) Mastodon(ctx context.Context, argv []string) error {
-	if l.Cfg.MastodonVersion == "" {
-		return errors.New("MASTOKEEPER_MASTODON_VERSION is not set; it is built into this project's images")
+	marker, err := l.mastodonMarker()
+	if err != nil {
+		return err
 	}
-	rec, err := l.waitFor(ctx, instance.ReadyMarker(l.Cfg.MastodonVersion),
+	rec, err := l.waitFor(ctx, marker,
 		"waiting for the keeper to prepare the database for Mastodon "+l.Cfg.MastodonVersion+" (see the keeper service's log)")
 	if err != nil {
 		return err
 	}
 	return l.exec(argv, mastodon.Env(l.Environ, l.Cfg, rec, l.Plan))
+}
+
+// Command execs a one-off Mastodon command (tootctl) with the instance's
+// environment now. A person at a terminal runs it, so when the database is
+// not ready for this Mastodon version it says so at once instead of waiting.
+func (l *Launcher) Command(argv []string) error {
+	marker, err := l.mastodonMarker()
+	if err != nil {
+		return err
+	}
+	rec, err := l.ready(marker)
+	if errors.Is(err, errNotYet) {
+		return fmt.Errorf("the keeper has not finished preparing the database for Mastodon %s yet; "+
+			"see the keeper service's log and try again when it says the instance is provisioned", l.Cfg.MastodonVersion)
+	}
+	if err != nil {
+		return err
+	}
+	return l.exec(argv, mastodon.Env(l.Environ, l.Cfg, rec, l.Plan))
+}
+
+// mastodonMarker is the keeper's marker that the database is ready for the
+// Mastodon version of this image.
+func (l *Launcher) mastodonMarker() (string, error) {
+	if l.Cfg.MastodonVersion == "" {
+		return "", errors.New("MASTOKEEPER_MASTODON_VERSION is not set; it is built into this project's images")
+	}
+	return instance.ReadyMarker(l.Cfg.MastodonVersion), nil
 }
 
 // Postgres waits for the instance record (which holds the superuser
@@ -61,21 +91,33 @@ func (l *Launcher) Postgres(ctx context.Context, argv []string) error {
 	return l.exec(args, mastodon.PostgresEnv(l.Environ, l.Cfg, rec))
 }
 
-// waitFor polls until the instance record exists (and marker, if given),
-// then checks the environment against the record.
-func (l *Launcher) waitFor(ctx context.Context, marker, waiting string) (*instance.Record, error) {
+// errNotYet: the keeper has not got as far as the launch needs.
+var errNotYet = errors.New("the keeper has not prepared the instance yet")
+
+// ready returns the instance record, checked against the environment, once
+// it exists (and marker, if given); errNotYet before.
+func (l *Launcher) ready(marker string) (*instance.Record, error) {
 	dir := instance.Dir{Path: l.Cfg.StateDir}
+	rec, err := dir.Read()
+	switch {
+	case errors.Is(err, instance.ErrNotProvisioned) || err == nil && marker != "" && !dir.Has(marker):
+		return nil, errNotYet
+	case err != nil:
+		return nil, err
+	}
+	if err := instance.Guard(rec, l.Getenv); err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+// waitFor polls until ready has the record.
+func (l *Launcher) waitFor(ctx context.Context, marker, waiting string) (*instance.Record, error) {
 	lastLog := time.Time{}
 	for {
-		rec, err := dir.Read()
-		switch {
-		case err == nil && (marker == "" || dir.Has(marker)):
-			if err := instance.Guard(rec, l.Getenv); err != nil {
-				return nil, err
-			}
-			return rec, nil
-		case err != nil && !errors.Is(err, instance.ErrNotProvisioned):
-			return nil, err
+		rec, err := l.ready(marker)
+		if !errors.Is(err, errNotYet) {
+			return rec, err
 		}
 		if time.Since(lastLog) >= 30*time.Second {
 			l.Log.Info(waiting)

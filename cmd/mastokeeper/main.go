@@ -45,6 +45,7 @@ Usage:
   mastokeeper config check              report every bad variable at once
   mastokeeper secrets generate          print a fresh set of secrets as KEY=value lines
   mastokeeper admin reset-password NAME give account NAME a new password
+  mastokeeper tootctl ARGS...           run Mastodon's tootctl with the instance's environment
   mastokeeper backup                    take a backup now
   mastokeeper backup list               list the complete backups at BACKUP_TARGET
   mastokeeper backup verify ID          download, decrypt and check every part of backup ID
@@ -94,6 +95,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return backupCmd(ctx, logger.With("component", "backup"), rest, stdout, stderr)
 	case cmd == "admin" && len(rest) == 2 && rest[0] == "reset-password":
 		return resetPassword(ctx, logger.With("component", "admin"), rest[1], stdout, stderr)
+	case cmd == "tootctl":
+		return tootctl(append([]string{"tootctl"}, rest...), stderr)
 	case cmd == "help" || cmd == "-h" || cmd == "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
@@ -354,6 +357,24 @@ func resetPassword(ctx context.Context, log *slog.Logger, name string, stdout, s
 		"Password: "+password,
 		"Its sessions were ended; log in again with this password and change it.")
 	return exitOK
+}
+
+// tootctl replaces the keeper with tootctl, which then owns the terminal:
+// its output, exit code and Ctrl-C. It returns only on failure.
+func tootctl(argv []string, stderr io.Writer) int {
+	cfg, plan, err := loadConfig()
+	if err == nil {
+		// The launcher's progress lines would only clutter tootctl's output.
+		l := &launch.Launcher{Cfg: cfg, Getenv: os.Getenv, Environ: os.Environ(), Plan: plan, Log: slog.New(slog.DiscardHandler)}
+		err = l.Command(argv)
+	}
+	fmt.Fprintln(stderr, "mastokeeper tootctl:", err)
+	var guard *instance.GuardError
+	var cfgErr *config.Error
+	if errors.As(err, &guard) || errors.As(err, &cfgErr) {
+		return exitRefused
+	}
+	return exitFailed
 }
 
 // maintain runs the scheduled jobs (backup, media cleanup) and the
