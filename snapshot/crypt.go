@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"unicode/utf8"
 
 	"filippo.io/age"
 )
@@ -79,16 +80,35 @@ type Sealer struct {
 	WorkFactor int
 }
 
+// MinPassphrase is the shortest BACKUP_PASSPHRASE that seals: it guards
+// every backup, in a bucket anyone may copy and attack offline.
+const MinPassphrase = 12
+
+// CheckSeal says what is wrong with the passphrase or recipient for
+// sealing; nil when they can seal. It never repeats a secret.
+func (s Sealer) CheckSeal() error {
+	switch {
+	case s.Recipient != "":
+		if _, err := age.ParseX25519Recipient(s.Recipient); err != nil {
+			return fmt.Errorf("BACKUP_AGE_RECIPIENT is not an age public key (example: BACKUP_AGE_RECIPIENT=age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p): %w", err)
+		}
+	case s.Passphrase != "":
+		if n := utf8.RuneCountInString(s.Passphrase); n < MinPassphrase {
+			return fmt.Errorf("BACKUP_PASSPHRASE has %d characters; it guards every backup, so it needs at least %d (example: BACKUP_PASSPHRASE=\"four random words you keep elsewhere\")", n, MinPassphrase)
+		}
+	}
+	return nil
+}
+
 // Seal encrypts k for the target.
 func (s Sealer) Seal(k *Key) ([]byte, error) {
+	if err := s.CheckSeal(); err != nil {
+		return nil, err
+	}
 	var r age.Recipient
 	switch {
 	case s.Recipient != "":
-		rr, err := age.ParseX25519Recipient(s.Recipient)
-		if err != nil {
-			return nil, fmt.Errorf("BACKUP_AGE_RECIPIENT: %w", err)
-		}
-		r = rr
+		r, _ = age.ParseX25519Recipient(s.Recipient)
 	case s.Passphrase != "":
 		sr, err := age.NewScryptRecipient(s.Passphrase)
 		if err != nil {

@@ -94,3 +94,21 @@ func TestTheBackupKeyOpensOnlyWithWhatSealedIt(t *testing.T) {
 		t.Errorf("a wrong identity: %v", err)
 	}
 }
+
+func TestASealNeedsALongEnoughPassphraseOrARealRecipient(t *testing.T) {
+	k, _ := NewKey()
+	for _, s := range []Sealer{{Passphrase: "hunter2"}, {Recipient: "age1notakey"}} {
+		_, err := s.Seal(k)
+		if err == nil {
+			t.Errorf("%+v sealed", s)
+			continue
+		}
+		if strings.Contains(err.Error(), "hunter2") || !strings.Contains(err.Error(), "example: BACKUP_") {
+			t.Errorf("error %q: want the variable, an example, and never the secret", err)
+		}
+	}
+	// Opening is never refused for length: the passphrase is what it was.
+	if err := (Sealer{Passphrase: "twelve chars"}).CheckSeal(); err != nil {
+		t.Errorf("a 12-character passphrase: %v", err)
+	}
+}
