@@ -5,12 +5,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -395,4 +398,95 @@ func TestRestoreRefusesABackupFromANewerMajor(t *testing.T) {
 		t.Error("a refused restore marked the device as half-restored")
 	}
 	d.provision(d.env...)
+}
+
+// supervisorStandIn is a STAND-IN for the balena supervisor's API, as
+// ../shared/reference/balena.md describes it: POST
+// /v2/applications/:appId/restart-service with {"serviceName": NAME},
+// authorised by the API key. It records the services it was asked to
+// restart.
+type supervisorStandIn struct {
+	mu       sync.Mutex
+	restarts []string
+}
+
+func startSupervisorStandIn(t *testing.T, appID, key string) (*supervisorStandIn, string) {
+	sv := &supervisorStandIn{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+key && r.URL.Query().Get("apikey") != key {
+			http.Error(w, "Unauthorized", http.StatusUnauthorized)
+			return
+		}
+		var body struct {
+			ServiceName string `json:"serviceName"`
+		}
+		if r.Method != http.MethodPost || r.URL.Path != "/v2/applications/"+appID+"/restart-service" || json.NewDecoder(r.Body).Decode(&body) != nil || body.ServiceName == "" {
+			http.Error(w, "Not Found", http.StatusNotFound)
+			return
+		}
+		sv.mu.Lock()
+		sv.restarts = append(sv.restarts, body.ServiceName)
+		sv.mu.Unlock()
+		w.Write([]byte("OK"))
+	}))
+	t.Cleanup(srv.Close)
+	return sv, srv.URL
+}
+
+// A restore in a terminal on a running device leaves it running the
+// restored instance: migrated, web, sidekiq and streaming restarted through
+// the supervisor, and the keeper service restarting by itself.
+func TestARestoreOnARunningDeviceRestartsItsServices(t *testing.T) {
+	old := newBackupDevice(t, backupTarget{"file", fileTarget})
+	old.db("mastodon_production").Exec(context.Background(), `INSERT INTO statuses (account_id, text) VALUES (1, 'from the other device')`)
+	want := old.fingerprint(t)
+	old.backup(t)
+
+	// This device runs an instance of its own, under the same name.
+	nu := newDevice(t, old)
+	nu.provision(nu.env...)
+	const appID, apiKey = "1234567", "supervisor-api-key-not-for-logs"
+	sv, addr := startSupervisorStandIn(t, appID, apiKey)
+	balena := []string{"BALENA_SUPERVISOR_ADDRESS=" + addr, "BALENA_SUPERVISOR_API_KEY=" + apiKey, "BALENA_APP_ID=" + appID}
+	k := nu.start(append(nu.env, balena...), "run")
+	if !k.waitFor("the keeper now runs the scheduled jobs", 60*time.Second) {
+		t.Fatal("the keeper service did not start")
+	}
+
+	r := nu.keeper(append(nu.env, balena...), "restore", "--force")
+	if r.code != 0 {
+		t.Fatalf("restore exited %d:\n%s", r.code, r.out)
+	}
+	if !slices.Contains(nu.markers(), "ready-"+mastodonVersion) {
+		t.Errorf("after the restore the schema is not ready for this release: markers %v", nu.markers())
+	}
+	sv.mu.Lock()
+	got := slices.Clone(sv.restarts)
+	sv.mu.Unlock()
+	if !reflect.DeepEqual(got, []string{"web", "sidekiq", "streaming"}) {
+		t.Errorf("the supervisor was asked to restart %v; want web, sidekiq, streaming", got)
+	}
+	if code := k.wait(t, 30*time.Second); code == 0 {
+		t.Error("the keeper service kept running with the replaced instance record")
+	}
+	if !strings.Contains(nu.allLogs(), "the instance record changed") {
+		t.Error("the keeper did not say why it restarts")
+	}
+	fp := nu.fingerprint(t)
+	for _, k := range []string{"table standin_migration_runs", "sequence standin_migration_runs_id_seq"} {
+		delete(want, k)
+		delete(fp, k)
+	}
+	if !reflect.DeepEqual(want, fp) {
+		t.Errorf("data differs:\nold %v\nnew %v", want, fp)
+	}
+	if strings.Contains(nu.allLogs(), apiKey) {
+		t.Error("the supervisor API key appears in the output")
+	}
+
+	// Without a supervisor (docker compose) it says what to run.
+	r = nu.keeper(nu.env, "restore", "--force")
+	if r.code != 0 || !strings.Contains(r.out, "docker compose restart web sidekiq streaming") {
+		t.Errorf("restore without a supervisor (%d):\n%s", r.code, r.out)
+	}
 }

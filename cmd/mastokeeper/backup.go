@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/mastodon-on-balena/mastodon-balena/config"
@@ -17,6 +18,7 @@ import (
 	"github.com/mastodon-on-balena/mastodon-balena/snapshot"
 	"github.com/mastodon-on-balena/mastodon-balena/storage"
 	_ "github.com/mastodon-on-balena/mastodon-balena/storage/all" // every backend
+	"github.com/mastodon-on-balena/mastodon-balena/supervisor"
 )
 
 const defaultBackupTarget = "file:///backups"
@@ -234,7 +236,8 @@ func backupCmd(ctx context.Context, log *slog.Logger, args []string, stdout, std
 }
 
 // restoreCmd: restore [--from URL] [--backup ID] [--force].
-func restoreCmd(ctx context.Context, log *slog.Logger, args []string, stdout, stderr io.Writer) int {
+func restoreCmd(ctx context.Context, base *slog.Logger, args []string, stdout, stderr io.Writer) int {
+	log := base.With("component", "restore")
 	from, id, force := os.Getenv("RESTORE_FROM"), "", false
 	for i := 0; i < len(args); i++ {
 		switch {
@@ -268,8 +271,40 @@ func restoreCmd(ctx context.Context, log *slog.Logger, args []string, stdout, st
 		}
 		return exitFailed
 	}
-	fmt.Fprintf(stdout, "restored backup %s of %s. Restart the application (or let the keeper continue) so that migrations run and every service starts with the restored secrets.\n", m.ID, m.LocalDomain)
+	// Migrate the restored schema to this release now, so that the services
+	// restarted next find it ready.
+	cfg, plan, err := loadConfig()
+	if err == nil {
+		err = provision(ctx, base, stderr, cfg, plan, false)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "mastokeeper restore: backup %s is restored, but preparing it for Mastodon %s failed: %v. The keeper tries again at its next start (restart it).\n", m.ID, cfg.MastodonVersion, err)
+		return exitFailed
+	}
+	fmt.Fprintf(stdout, "restored backup %s of %s.\n", m.ID, m.LocalDomain)
+	restartServices(ctx, log, stdout)
 	return exitOK
+}
+
+// appServices run with the instance's secrets and database connections:
+// after a restore they must start again. (The keeper notices by itself.)
+var appServices = []string{"web", "sidekiq", "streaming"}
+
+// restartServices restarts the application's services through the balena
+// supervisor, or says how to where there is none (docker compose).
+func restartServices(ctx context.Context, log *slog.Logger, stdout io.Writer) {
+	sv := supervisor.FromEnv(os.Getenv)
+	if sv == nil {
+		fmt.Fprintf(stdout, "Restart %s so that they use the restored instance, e.g. docker compose restart %s\n", strings.Join(appServices, ", "), strings.Join(appServices, " "))
+		return
+	}
+	for _, name := range appServices {
+		if err := sv.RestartService(ctx, name); err != nil {
+			log.Warn("could not restart a service; restart it from the dashboard", "service", name, "error", err.Error())
+			continue
+		}
+		fmt.Fprintf(stdout, "restarted %s\n", name)
+	}
 }
 
 // runRestore restores from (a target URL; BACKUP_TARGET when empty).
@@ -300,20 +335,20 @@ func runRestore(ctx context.Context, log *slog.Logger, from, id string, force bo
 
 // restoreAtFirstBoot restores from RESTORE_FROM when this device holds no
 // instance yet: a new device taking over an instance.
-func restoreAtFirstBoot(ctx context.Context, log *slog.Logger, cfg *config.Config) error {
+func restoreAtFirstBoot(ctx context.Context, log *slog.Logger, cfg *config.Config) (restored bool, err error) {
 	from := os.Getenv("RESTORE_FROM")
 	if from == "" {
-		return nil
+		return false, nil
 	}
 	dir := instance.Dir{Path: cfg.StateDir}
 	switch _, err := dir.Read(); {
 	case dir.Has(instance.MarkerRestoring):
 		log.Info("the restore from RESTORE_FROM did not finish last time: restoring again before anything else")
 	case !errors.Is(err, instance.ErrNotProvisioned):
-		return nil // provisioned already: RESTORE_FROM only acts on a fresh device
+		return false, nil // provisioned already: RESTORE_FROM only acts on a fresh device
 	default:
 		log.Info("fresh device with RESTORE_FROM set: restoring the instance before anything else")
 	}
-	_, err := runRestore(ctx, log, from, "", false)
-	return err
+	_, err = runRestore(ctx, log, from, "", false)
+	return err == nil, err
 }

@@ -90,7 +90,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case cmd == "secrets" && len(rest) == 1 && rest[0] == "generate":
 		return secretsGenerate(stdout, stderr)
 	case cmd == "restore":
-		return restoreCmd(ctx, logger.With("component", "restore"), rest, stdout, stderr)
+		return restoreCmd(ctx, logger, rest, stdout, stderr)
 	case cmd == "backup":
 		return backupCmd(ctx, logger.With("component", "backup"), rest, stdout, stderr)
 	case cmd == "admin" && len(rest) == 2 && rest[0] == "reset-password":
@@ -123,13 +123,14 @@ func loadConfig() (*config.Config, sizing.Plan, error) {
 func keep(ctx context.Context, base *slog.Logger, logOut io.Writer, stay bool) int {
 	log := base.With("component", "keeper")
 	cfg, plan, err := loadConfig()
+	restored := false
 	if err == nil {
-		err = restoreAtFirstBoot(ctx, base.With("component", "restore"), cfg)
+		restored, err = restoreAtFirstBoot(ctx, base.With("component", "restore"), cfg)
 	}
 	if err == nil {
-		p := &jobs.Provisioner{Cfg: cfg, Getenv: os.Getenv, Environ: os.Environ(), Plan: plan, Log: log, Banner: logOut,
-			BeforeMigrate: func(ctx context.Context) error { return backupBeforeMigrate(ctx, base.With("component", "backup")) }}
-		err = p.Run(ctx)
+		// Right after a restore, the backup before migrating would be the
+		// backup just restored.
+		err = provision(ctx, base, logOut, cfg, plan, !restored)
 	}
 	var refused *jobs.RefusedError
 	var cfgErr *config.Error
@@ -140,7 +141,10 @@ func keep(ctx context.Context, base *slog.Logger, logOut io.Writer, stay bool) i
 			return exitOK
 		}
 		log.Info("instance provisioned; the keeper now runs the scheduled jobs")
-		maintain(ctx, base, cfg, plan)
+		if maintain(ctx, base, cfg, plan) {
+			log.Info("the instance record changed (a restore): the keeper restarts to work with the restored instance")
+			return exitFailed
+		}
 		log.Info("stopping")
 		return exitOK
 	case ctx.Err() != nil:
@@ -380,18 +384,51 @@ func tootctl(argv []string, stderr io.Writer) int {
 	return exitFailed
 }
 
+// provision brings the instance to this release: record, database,
+// migrations (after a backup when backupFirst), Owner.
+func provision(ctx context.Context, base *slog.Logger, logOut io.Writer, cfg *config.Config, plan sizing.Plan, backupFirst bool) error {
+	p := &jobs.Provisioner{Cfg: cfg, Getenv: os.Getenv, Environ: os.Environ(), Plan: plan, Log: base.With("component", "keeper"), Banner: logOut}
+	if backupFirst {
+		p.BeforeMigrate = func(ctx context.Context) error { return backupBeforeMigrate(ctx, base.With("component", "backup")) }
+	}
+	return p.Run(ctx)
+}
+
+// errRecordChanged: the instance record was replaced under the keeper.
+var errRecordChanged = errors.New("the instance record changed")
+
+// watchRecord cancels ctx when the instance record is no longer want (a
+// restore replaced it): the jobs hold the old secrets.
+func watchRecord(ctx context.Context, dir instance.Dir, want []byte, cancel context.CancelCauseFunc) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(5 * time.Second):
+		}
+		if b, err := os.ReadFile(dir.RecordPath()); err == nil && string(b) != string(want) {
+			cancel(errRecordChanged)
+			return
+		}
+	}
+}
+
 // maintain runs the scheduled jobs (backup, media cleanup) and the
 // disk-pressure guard until ctx is done. A bad schedule or cleanup variable
 // is logged and disables only what it concerns.
-func maintain(ctx context.Context, base *slog.Logger, cfg *config.Config, plan sizing.Plan) {
+func maintain(ctx context.Context, base *slog.Logger, cfg *config.Config, plan sizing.Plan) (recordChanged bool) {
 	dir := instance.Dir{Path: cfg.StateDir}
 	jlog := base.With("component", "jobs")
+	raw, _ := os.ReadFile(dir.RecordPath())
 	rec, err := dir.Read()
 	if err != nil {
 		jlog.Error("scheduled jobs are off: " + err.Error())
 		<-ctx.Done()
-		return
+		return false
 	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go watchRecord(ctx, dir, raw, cancel)
 	run := mastodon.Runner{Env: mastodon.Env(os.Environ(), cfg, rec, plan), Log: jlog}
 	cleanup, problems := jobs.NewCleanup(os.Getenv, run, jlog)
 	for _, p := range problems {
@@ -404,4 +441,5 @@ func maintain(ctx context.Context, base *slog.Logger, cfg *config.Config, plan s
 	if err := sched.Run(ctx); err != nil {
 		jlog.Warn(err.Error())
 	}
+	return errors.Is(context.Cause(ctx), errRecordChanged)
 }
