@@ -403,7 +403,8 @@ func TestRestoreRefusesABackupFromANewerMajor(t *testing.T) {
 // supervisorStandIn is a STAND-IN for the balena supervisor's API, as
 // ../shared/reference/balena.md describes it: POST
 // /v2/applications/:appId/restart-service with {"serviceName": NAME},
-// authorised by the API key. It records the services it was asked to
+// authorised by the API key (?apikey= or "Bearer KEY", as the supervisor's
+// src/device-api/middleware/auth.ts reads it). It records the services it was asked to
 // restart.
 type supervisorStandIn struct {
 	mu       sync.Mutex
@@ -445,7 +446,7 @@ func TestARestoreOnARunningDeviceRestartsItsServices(t *testing.T) {
 	// This device runs an instance of its own, under the same name.
 	nu := newDevice(t, old)
 	nu.provision(nu.env...)
-	const appID, apiKey = "1234567", "supervisor-api-key-not-for-logs"
+	const appID, apiKey = "1234567", "supervisorApiKeyNotForLogs0123"
 	sv, addr := startSupervisorStandIn(t, appID, apiKey)
 	balena := []string{"BALENA_SUPERVISOR_ADDRESS=" + addr, "BALENA_SUPERVISOR_API_KEY=" + apiKey, "BALENA_APP_ID=" + appID}
 	k := nu.start(append(nu.env, balena...), "run")
