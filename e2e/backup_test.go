@@ -435,5 +435,14 @@ func TestRetentionOnEveryTargetKeepsTheNewestBackupWhole(t *testing.T) {
 		if r := d.keeper(d.env, "backup", "verify", ids[2]); r.code != 0 {
 			t.Errorf("the kept backup no longer verifies:\n%s", r.out)
 		}
+		var verified []string
+		for _, m := range d.markers() {
+			if strings.HasPrefix(m, "verified-") {
+				verified = append(verified, m)
+			}
+		}
+		if !slices.Equal(verified, []string{"verified-" + ids[2]}) {
+			t.Errorf("verified markers %v; want only the kept backup's", verified)
+		}
 	})
 }

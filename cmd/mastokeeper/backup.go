@@ -116,7 +116,37 @@ func (e *backupEnv) backupNow(ctx context.Context, log *slog.Logger) (*snapshot.
 		return m, err
 	}
 	verified := func(id string) bool { return e.dir.Has(verifiedMarker(id)) }
-	return m, jobs.Prune(ctx, e.store, ret, e.rec.LocalDomain, verified, log, time.Now())
+	if err := jobs.Prune(ctx, e.store, ret, e.rec.LocalDomain, verified, log, time.Now()); err != nil {
+		return m, err
+	}
+	return m, e.forgetVerified(ctx)
+}
+
+// forgetVerified removes the verified markers of backups no longer on the
+// target, which would otherwise pile up, one per backup ever taken.
+func (e *backupEnv) forgetVerified(ctx context.Context) error {
+	objs, err := e.store.List(ctx, snapshot.SnapshotsPrefix)
+	if err != nil {
+		return err
+	}
+	present := map[string]bool{}
+	for _, o := range objs {
+		if id, ok := snapshot.ParseManifestKey(o.Key); ok {
+			present[verifiedMarker(id)] = true
+		}
+	}
+	names, err := e.dir.Markers()
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if strings.HasPrefix(n, verifiedMarker("")) && !present[n] {
+			if err := e.dir.Unmark(n); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // retentionFromEnv reads BACKUP_KEEP_DAILY and BACKUP_KEEP_WEEKLY.
