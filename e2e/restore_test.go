@@ -51,6 +51,29 @@ func (s *stack) fingerprint(t *testing.T) map[string]string {
 	return fp
 }
 
+// target is the device's BACKUP_TARGET.
+func (d *backupDevice) target() string {
+	for _, kv := range d.env {
+		if v, ok := strings.CutPrefix(kv, "BACKUP_TARGET="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// assertSameData compares two fingerprints, leaving out the table in which
+// the stand-in records each migration run (a new device migrates again).
+func assertSameData(t *testing.T, old, nu map[string]string) {
+	t.Helper()
+	for _, k := range []string{"table standin_migration_runs", "sequence standin_migration_runs_id_seq"} {
+		delete(old, k)
+		delete(nu, k)
+	}
+	if !reflect.DeepEqual(old, nu) {
+		t.Errorf("the data differs:\nold %v\nnew %v", old, nu)
+	}
+}
+
 // newDevice is fresh hardware: nothing provisioned, pointed at the old
 // device's backup target.
 func newDevice(t *testing.T, old *backupDevice, stackEnv ...string) *backupDevice {
@@ -90,15 +113,7 @@ func TestRestoreOntoNewHardwareKeepsEverything(t *testing.T) {
 		if bannerPwd.MatchString(p.out) {
 			t.Error("the keeper created a new Owner on a restored instance")
 		}
-		got := nu.fingerprint(t)
-		// The stand-in records each migration run in a table of its own.
-		for _, k := range []string{"table standin_migration_runs", "sequence standin_migration_runs_id_seq"} {
-			delete(want, k)
-			delete(got, k)
-		}
-		if !reflect.DeepEqual(want, got) {
-			t.Errorf("the data differs after the move:\nold %v\nnew %v", want, got)
-		}
+		assertSameData(t, want, nu.fingerprint(t))
 		if !reflect.DeepEqual(oldRecord, nu.record()) {
 			t.Error("the secrets or the domain differ after the move")
 		}
@@ -200,12 +215,7 @@ func TestAFreshDeviceWithRestoreFromTakesTheInstanceOver(t *testing.T) {
 	old.backup(t)
 
 	nu := newDevice(t, old)
-	target := ""
-	for _, kv := range nu.env {
-		if v, ok := strings.CutPrefix(kv, "BACKUP_TARGET="); ok {
-			target = v
-		}
-	}
+	target := nu.target()
 	r := nu.provision(append(nu.env, "RESTORE_FROM="+target, unset("LOCAL_DOMAIN"))...)
 	for _, line := range []string{"fresh device with RESTORE_FROM set", "backup downloaded and verified", "database ready"} {
 		if !strings.Contains(r.out, line) {
@@ -213,13 +223,7 @@ func TestAFreshDeviceWithRestoreFromTakesTheInstanceOver(t *testing.T) {
 		}
 	}
 	got := nu.fingerprint(t)
-	for _, k := range []string{"table standin_migration_runs", "sequence standin_migration_runs_id_seq"} {
-		delete(want, k)
-		delete(got, k)
-	}
-	if !reflect.DeepEqual(want, got) {
-		t.Errorf("data differs:\nold %v\nnew %v", want, got)
-	}
+	assertSameData(t, want, got)
 	if nu.record().LocalDomain != "social.example.test" {
 		t.Errorf("domain %q", nu.record().LocalDomain)
 	}
@@ -310,24 +314,13 @@ func TestARestoreKilledMidwayIsFinishedByTheNext(t *testing.T) {
 	// Without --force: the restore resumes (and is killed again).
 	nu.killWhenHeld(t, path, held, "restore")
 
-	target := ""
-	for _, kv := range nu.env {
-		if v, ok := strings.CutPrefix(kv, "BACKUP_TARGET="); ok {
-			target = v
-		}
-	}
+	target := nu.target()
 	r := nu.provision(append(nu.env, "RESTORE_FROM="+target)...)
 	if !strings.Contains(r.out, "did not finish last time") || !strings.Contains(r.out, "database ready") {
 		t.Errorf("the keeper's start did not finish the restore:\n%s", r.out)
 	}
 	got := nu.fingerprint(t)
-	for _, k := range []string{"table standin_migration_runs", "sequence standin_migration_runs_id_seq"} {
-		delete(want, k)
-		delete(got, k)
-	}
-	if !reflect.DeepEqual(want, got) {
-		t.Errorf("data differs:\nold %v\nnew %v", want, got)
-	}
+	assertSameData(t, want, got)
 	if slices.Contains(nu.markers(), "restore-incomplete") {
 		t.Error("restore-incomplete is still marked after the restore finished")
 	}
@@ -362,13 +355,7 @@ func TestRestoreOntoANewerPostgreSQLMajor(t *testing.T) {
 		t.Fatalf("the new device runs PostgreSQL %d, want 17", version)
 	}
 	got := nu.fingerprint(t)
-	for _, k := range []string{"table standin_migration_runs", "sequence standin_migration_runs_id_seq"} {
-		delete(want, k)
-		delete(got, k)
-	}
-	if !reflect.DeepEqual(want, got) {
-		t.Errorf("data differs across majors:\nold %v\nnew %v", want, got)
-	}
+	assertSameData(t, want, got)
 }
 
 // A dump from a newer major may use what an older server lacks: the
@@ -474,13 +461,7 @@ func TestARestoreOnARunningDeviceRestartsItsServices(t *testing.T) {
 		t.Error("the keeper did not say why it restarts")
 	}
 	fp := nu.fingerprint(t)
-	for _, k := range []string{"table standin_migration_runs", "sequence standin_migration_runs_id_seq"} {
-		delete(want, k)
-		delete(fp, k)
-	}
-	if !reflect.DeepEqual(want, fp) {
-		t.Errorf("data differs:\nold %v\nnew %v", want, fp)
-	}
+	assertSameData(t, want, fp)
 	if strings.Contains(nu.allLogs(), apiKey) {
 		t.Error("the supervisor API key appears in the output")
 	}
