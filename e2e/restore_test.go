@@ -106,9 +106,12 @@ func TestRestoreOntoNewHardwareKeepsEverything(t *testing.T) {
 		if r.code != 0 || !strings.Contains(r.out, "restored backup "+id) {
 			t.Fatalf("restore exited %d:\n%s", r.code, r.out)
 		}
+		if !strings.Contains(r.out, "rails db:migrate") || strings.Contains(r.out, "taking a backup before migrating") {
+			t.Errorf("the restore did not migrate the restored schema for this release (without a backup of what it just restored):\n%s", r.out)
+		}
 		p := nu.provision(nu.env...)
-		if !strings.Contains(p.out, "rails db:migrate") {
-			t.Errorf("the keeper did not migrate the restored schema for this release:\n%s", p.out)
+		if !strings.Contains(p.out, "database schema is up to date") {
+			t.Errorf("the keeper's next start found work left:\n%s", p.out)
 		}
 		if bannerPwd.MatchString(p.out) {
 			t.Error("the keeper created a new Owner on a restored instance")
