@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -445,4 +446,41 @@ func TestRetentionOnEveryTargetKeepsTheNewestBackupWhole(t *testing.T) {
 			t.Errorf("verified markers %v; want only the kept backup's", verified)
 		}
 	})
+}
+
+// BACKUP_COMPRESSION=fast changes how the dump is compressed, and a new
+// device restores such a backup like any other: zstd decodes every level.
+// A bad value refuses the backup before anything is stored.
+func TestAFastCompressedBackupRestores(t *testing.T) {
+	old := newBackupDevice(t, backupTarget{"file", fileTarget})
+	if r := old.keeper(append(old.env, "BACKUP_COMPRESSION=fastest"), "backup"); r.code != 3 || !strings.Contains(r.out, "BACKUP_COMPRESSION") {
+		t.Errorf("BACKUP_COMPRESSION=fastest: exit %d, want 3 naming the variable:\n%s", r.code, r.out)
+	}
+	if objs := old.objects(t); len(objs) != 0 {
+		t.Errorf("a refused backup stored %d objects", len(objs))
+	}
+	c := old.db("mastodon_production")
+	if _, err := c.Exec(context.Background(), `INSERT INTO statuses (account_id, text)
+		SELECT 1, 'toot ' || g || repeat(' ' || md5((g % 97)::text), 1 + g % 20) FROM generate_series(1, 20000) g`); err != nil {
+		t.Fatal(err)
+	}
+	want := old.fingerprint(t)
+	dumpSize := func(id string) int { return len(old.read(t, "snapshots/"+id+"/db.dump.zst.age")) }
+	defSize := dumpSize(old.backup(t))  // before retention prunes it
+	time.Sleep(1100 * time.Millisecond) // a new backup ID
+	old.env = append(old.env, "BACKUP_COMPRESSION=fast")
+	fast := old.backup(t)
+	fastSize := dumpSize(fast)
+	t.Logf("db.dump.zst.age: %d bytes at the default level, %d with fast", defSize, fastSize)
+	if fastSize <= defSize {
+		t.Errorf("the fast dump (%d bytes) is not bigger than the default one (%d): was BACKUP_COMPRESSION used?", fastSize, defSize)
+	}
+
+	nu := newDevice(t, old)
+	if r := nu.keeper(nu.env, "restore"); r.code != 0 || !strings.Contains(r.out, "restored backup "+fast) {
+		t.Fatalf("restore exited %d, want backup %s restored:\n%s", r.code, fast, r.out)
+	}
+	if got := nu.fingerprint(t); !reflect.DeepEqual(want, got) {
+		t.Errorf("the data differs after restoring the fast backup:\nold %v\nnew %v", want, got)
+	}
 }
