@@ -12,8 +12,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/klauspost/compress/zstd"
-
 	"github.com/mastodon-on-balena/mastodon-balena/instance"
 	"github.com/mastodon-on-balena/mastodon-balena/sizing"
 )
@@ -30,10 +28,6 @@ type Config struct {
 	RedisPort int
 
 	AdminUsername, AdminEmail string
-
-	// BackupCompression is the zstd level of the database dump
-	// (BACKUP_COMPRESSION).
-	BackupCompression zstd.EncoderLevel
 
 	// MastodonVersion is the version of the Mastodon image this binary was
 	// built into; markers are kept per version.
@@ -63,15 +57,6 @@ func (e *Error) Error() string {
 		lines[i] = "  - " + p.String()
 	}
 	return fmt.Sprintf("%d configuration problem(s):\n%s", len(e.Problems), strings.Join(lines, "\n"))
-}
-
-// compressionLevels are BACKUP_COMPRESSION's values. Against default, on 2
-// cores: fast backs up 1.6x faster into 5% more; small is 12% smaller but
-// compresses 7x slower (the backup takes 3x as long).
-var compressionLevels = map[string]zstd.EncoderLevel{
-	"fast":    zstd.SpeedFastest,
-	"default": zstd.SpeedDefault,
-	"small":   zstd.SpeedBetterCompression,
 }
 
 var (
@@ -112,11 +97,6 @@ func Load(getenv func(string) string) (*Config, error) {
 		PostgresUser:    def("POSTGRES_USER", "postgres"),
 		AdminUsername:   def("ADMIN_USERNAME", "operator"),
 		MastodonVersion: getenv("MASTOKEEPER_MASTODON_VERSION"),
-	}
-	var ok bool
-	if c.BackupCompression, ok = compressionLevels[def("BACKUP_COMPRESSION", "default")]; !ok {
-		add("BACKUP_COMPRESSION", fmt.Sprintf("is %q; it must be fast, default or small", getenv("BACKUP_COMPRESSION")), "fast")
-		c.BackupCompression = zstd.SpeedDefault
 	}
 	if !filepath.IsAbs(c.StateDir) {
 		add("MASTOKEEPER_STATE_DIR", fmt.Sprintf("is %q; it must be an absolute path", c.StateDir), "/var/lib/mastokeeper")

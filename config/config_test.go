@@ -6,8 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/klauspost/compress/zstd"
-
 	"github.com/mastodon-on-balena/mastodon-balena/config"
 	"github.com/mastodon-on-balena/mastodon-balena/instance"
 )
@@ -55,8 +53,6 @@ func TestLoad_EmptyEnvironmentGivesTheDefaults(t *testing.T) {
 		RedisHost:     "redis",
 		RedisPort:     6379,
 		AdminUsername: "operator",
-
-		BackupCompression: zstd.SpeedDefault,
 	}
 	if *c != want {
 		t.Errorf("Load(empty) = %+v;\nwant %+v", *c, want)
@@ -79,7 +75,6 @@ func TestLoad_TakesSetValues(t *testing.T) {
 		"ADMIN_USERNAME":               "alice",
 		"ADMIN_EMAIL":                  "alice@example.org",
 		"MASTOKEEPER_MASTODON_VERSION": "4.4.0",
-		"BACKUP_COMPRESSION":           "small",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -87,7 +82,7 @@ func TestLoad_TakesSetValues(t *testing.T) {
 	want := config.Config{
 		StateDir: "/data/keeper", DBHost: "pg.internal", DBPort: 6543, DBName: "social", DBUser: "social_user",
 		PostgresUser: "root_user", RedisHost: "cache", RedisPort: 6380, AdminUsername: "alice",
-		AdminEmail: "alice@example.org", MastodonVersion: "4.4.0", BackupCompression: zstd.SpeedBetterCompression,
+		AdminEmail: "alice@example.org", MastodonVersion: "4.4.0",
 	}
 	if *c != want {
 		t.Errorf("Load = %+v;\nwant %+v", *c, want)
@@ -214,8 +209,6 @@ func TestLoad_EachBadVariableIsNamedWithAnExample(t *testing.T) {
 		{"LOCAL_DOMAIN", "social.example.org/", true},
 		{"MASTOKEEPER_STATE_DIR", "./state", true},
 		{"POSTGRES_SHARED_BUFFERS", "lots", true},
-		{"BACKUP_COMPRESSION", "fastest", true},
-		{"BACKUP_COMPRESSION", "9", true},
 		{"REDIS_NAMESPACE", "x", false},
 		{"DATABASE_URL", "postgres://db/mastodon", false},
 	}
@@ -234,23 +227,6 @@ func TestLoad_EachBadVariableIsNamedWithAnExample(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-func TestLoad_BackupCompressionLevels(t *testing.T) {
-	for v, want := range map[string]zstd.EncoderLevel{
-		"": zstd.SpeedDefault, "fast": zstd.SpeedFastest, "default": zstd.SpeedDefault, "small": zstd.SpeedBetterCompression,
-	} {
-		c, err := config.Load(envOf(map[string]string{"BACKUP_COMPRESSION": v}))
-		if err != nil {
-			t.Errorf("BACKUP_COMPRESSION=%q: %v", v, err)
-		} else if c.BackupCompression != want {
-			t.Errorf("BACKUP_COMPRESSION=%q: level %v; want %v", v, c.BackupCompression, want)
-		}
-	}
-	ps, _ := problems(t, map[string]string{"BACKUP_COMPRESSION": "Fast"})
-	if len(ps) != 1 || !strings.Contains(ps[0].What, `"Fast"`) || !strings.Contains(ps[0].What, "fast, default or small") {
-		t.Errorf("problems = %+v; want one quoting the value and naming the good ones", ps)
 	}
 }
 

@@ -45,8 +45,32 @@ type Backup struct {
 	Device          string // who owns the target (split-brain guard)
 	MediaDir        string // public/system; its cache/ is left out
 	MastodonVersion string
-	Log             *slog.Logger
-	Now             func() time.Time
+	// Compression is the zstd level of the database dump (zero: default).
+	Compression zstd.EncoderLevel
+	Log         *slog.Logger
+	Now         func() time.Time
+}
+
+// compressionLevels are BACKUP_COMPRESSION's values. Against default, on 2
+// cores: fast backs up 1.6x faster into 5% more; small is 12% smaller but
+// compresses 7x slower (the backup takes 3x as long).
+var compressionLevels = map[string]zstd.EncoderLevel{
+	"fast":    zstd.SpeedFastest,
+	"default": zstd.SpeedDefault,
+	"small":   zstd.SpeedBetterCompression,
+}
+
+// CompressionFromEnv reads BACKUP_COMPRESSION; a bad value stops backups
+// only, so it is not part of the keeper's configuration.
+func CompressionFromEnv(getenv func(string) string) (zstd.EncoderLevel, error) {
+	v := getenv("BACKUP_COMPRESSION")
+	if v == "" {
+		return zstd.SpeedDefault, nil
+	}
+	if l, ok := compressionLevels[v]; ok {
+		return l, nil
+	}
+	return zstd.SpeedDefault, fmt.Errorf("BACKUP_COMPRESSION is %q; it must be fast, default or small (example: BACKUP_COMPRESSION=fast)", v)
 }
 
 // ErrNotOwner means another device has taken over the target (a restore
@@ -265,14 +289,18 @@ func (b *Backup) dumpDatabase(ctx context.Context, m *snapshot.Manifest) (string
 
 	var stderr bytes.Buffer
 	err = b.upload(ctx, m, snapshot.ObjectKey(m.ID, snapshot.DBDump), snapshot.DBDump, func(w io.Writer) error {
-		// BACKUP_COMPRESSION's level (see config): by default about as small
+		// BACKUP_COMPRESSION's level: by default about as small
 		// as pg_dump -Fc's gzip output in 0.5-0.7x its time. Two encoder
 		// goroutines (every supported device has four cores): about 35 MiB
 		// in all at the default level, 25 with fast. WithLowerEncoderMem
 		// would save 7.5 MiB but halves the speed. Restore reads any level.
-		zw, err := zstd.NewWriter(w, zstd.WithEncoderLevel(b.Cfg.BackupCompression), zstd.WithEncoderConcurrency(2))
+		level := b.Compression
+		if level == 0 {
+			level = zstd.SpeedDefault
+		}
+		zw, err := zstd.NewWriter(w, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(2))
 		if err != nil {
-			return fmt.Errorf("zstd level %v: %w", b.Cfg.BackupCompression, err)
+			return fmt.Errorf("zstd level %v: %w", level, err)
 		}
 		cmd := exec.CommandContext(ctx, "pg_dump", "--format=custom", "--compress=0", "--no-password",
 			"--host", pg.Host, "--port", strconv.Itoa(pg.Port), "--username", pg.User, "--dbname", b.Cfg.DBName)

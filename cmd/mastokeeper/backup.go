@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
+
 	"github.com/mastodon-on-balena/mastodon-balena/config"
 	"github.com/mastodon-on-balena/mastodon-balena/instance"
 	"github.com/mastodon-on-balena/mastodon-balena/jobs"
@@ -33,6 +35,7 @@ type backupEnv struct {
 	key    *snapshot.Key
 	sealer snapshot.Sealer
 	device string
+	level  zstd.EncoderLevel
 }
 
 func sealerFromEnv() snapshot.Sealer {
@@ -63,6 +66,10 @@ func openBackupEnv(ctx context.Context, log *slog.Logger) (*backupEnv, error) {
 	if err := instance.Guard(rec, os.Getenv); err != nil {
 		return nil, err
 	}
+	level, err := jobs.CompressionFromEnv(os.Getenv)
+	if err != nil {
+		return nil, &jobs.RefusedError{Err: err}
+	}
 	store, err := storage.Open(ctx, backupTarget(), os.Getenv)
 	if err != nil {
 		return nil, err
@@ -86,13 +93,13 @@ func openBackupEnv(ctx context.Context, log *slog.Logger) (*backupEnv, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &backupEnv{cfg: cfg, rec: rec, dir: dir, store: store, key: key, sealer: sealerFromEnv(), device: device}, nil
+	return &backupEnv{cfg: cfg, rec: rec, dir: dir, store: store, key: key, sealer: sealerFromEnv(), device: device, level: level}, nil
 }
 
 func (e *backupEnv) job(log *slog.Logger) *jobs.Backup {
 	return &jobs.Backup{
 		Cfg: e.cfg, Rec: e.rec, Dir: e.dir, Store: e.store, Key: e.key, Sealer: e.sealer, Device: e.device,
-		MediaDir: mediaDir(), MastodonVersion: e.cfg.MastodonVersion, Log: log,
+		MediaDir: mediaDir(), MastodonVersion: e.cfg.MastodonVersion, Compression: e.level, Log: log,
 	}
 }
 

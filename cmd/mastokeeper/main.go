@@ -314,6 +314,9 @@ func configCheck(stdout, stderr io.Writer) int {
 	if err := sealerFromEnv().CheckSeal(); err != nil {
 		problems = append(problems, err.Error())
 	}
+	if _, err := jobs.CompressionFromEnv(os.Getenv); err != nil {
+		problems = append(problems, err.Error())
+	}
 	if s := sealerFromEnv(); s.Passphrase == "" && s.Recipient == "" {
 		fmt.Fprintln(stdout, "note: BACKUP_PASSPHRASE is not set, so no backup is taken (example: BACKUP_PASSPHRASE=\"four random words you keep elsewhere\")")
 	}
