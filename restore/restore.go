@@ -124,7 +124,10 @@ func (r *Restore) Run(ctx context.Context) (*snapshot.Manifest, error) {
 		if errors.As(err, &refused) {
 			return nil, err
 		}
-		return nil, fmt.Errorf("restore of %s failed midway: %w. Fix the cause and run the restore again with --force", m.ID, err)
+		if !r.Dir.Has(instance.MarkerRestoring) {
+			return nil, fmt.Errorf("restore of %s failed before it changed anything: %w. Fix the cause and run the restore again", m.ID, err)
+		}
+		return nil, fmt.Errorf("restore of %s failed midway: %w. The device stays marked as half-restored, serving nothing, until a restore finishes: fix the cause and run the restore again", m.ID, err)
 	}
 	return m, nil
 }

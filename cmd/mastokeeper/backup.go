@@ -315,7 +315,7 @@ func restoreCmd(ctx context.Context, base *slog.Logger, args []string, stdout, s
 		err = provision(ctx, base, stderr, cfg, plan, false)
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "mastokeeper restore: backup %s is restored, but preparing it for Mastodon %s failed: %v. The keeper tries again at its next start (restart it).\n", m.ID, cfg.MastodonVersion, err)
+		fmt.Fprintf(stderr, "mastokeeper restore: backup %s is restored, but preparing it for this Mastodon release failed: %v. The keeper tries again at its next start (restart it).\n", m.ID, err)
 		return exitFailed
 	}
 	fmt.Fprintf(stdout, "restored backup %s of %s.\n", m.ID, m.LocalDomain)
