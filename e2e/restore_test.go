@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"debug/elf"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -473,5 +475,54 @@ func TestARestoreOnARunningDeviceRestartsItsServices(t *testing.T) {
 	r = nu.keeper(nu.env, "restore", "--force")
 	if r.code != 0 || !strings.Contains(r.out, "docker compose restart web sidekiq streaming") {
 		t.Errorf("restore without a supervisor (%d):\n%s", r.code, r.out)
+	}
+}
+
+// A Pi's keeper is an arm64 build, a NUC's amd64: a backup made by one
+// restores with the other. The other architecture's build runs here under
+// qemu's user-mode emulation (its pg_dump child runs natively).
+func TestABackupFromTheOtherArchitectureRestores(t *testing.T) {
+	other, qemuName, machine := "arm64", "qemu-aarch64-static", elf.EM_AARCH64
+	if runtime.GOARCH == "arm64" {
+		other, qemuName, machine = "amd64", "qemu-x86_64-static", elf.EM_X86_64
+	}
+	qemu, err := exec.LookPath(qemuName)
+	if err != nil {
+		stackMissing(t, "%s (Debian's qemu-user-static) to run the %s build", qemuName, other)
+	}
+	bin := filepath.Join(t.TempDir(), "mastokeeper-"+other)
+	build := exec.Command("go", "build", "-o", bin, "../cmd/mastokeeper")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+other)
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build for %s: %v\n%s", other, err, out)
+	}
+	if f, err := elf.Open(bin); err != nil || f.Machine != machine {
+		t.Fatalf("%s is not a %s binary (%v)", bin, other, err)
+	}
+
+	old := newBackupDevice(t, backupTarget{"file", fileTarget})
+	old.db("mastodon_production").Exec(context.Background(), `INSERT INTO statuses (account_id, text) SELECT 1, 'from the Pi ' || g FROM generate_series(1, 500) g`)
+	want := old.fingerprint(t)
+	backup := exec.Command(qemu, bin, "backup")
+	backup.Env = old.with(old.env...)
+	var out strings.Builder
+	backup.Stdout, backup.Stderr = &out, &out
+	if err := backup.Run(); err != nil || !strings.Contains(out.String(), "backup complete") {
+		t.Fatalf("the %s keeper's backup: %v\n%s", other, err, out.String())
+	}
+	old.logWriter(other + " backup").Write([]byte(out.String()))
+
+	nu := newDevice(t, old)
+	if r := nu.keeper(nu.env, "restore"); r.code != 0 {
+		t.Fatalf("the %s keeper's restore of the %s backup exited %d:\n%s", runtime.GOARCH, other, r.code, r.out)
+	}
+	assertSameData(t, want, nu.fingerprint(t))
+	if !reflect.DeepEqual(old.record(), nu.record()) {
+		t.Error("the secrets or the domain differ after the move across architectures")
+	}
+	a, _ := os.ReadFile(filepath.Join(old.media, "media_attachments/files/109/000/002/original/b.mp4"))
+	b, _ := os.ReadFile(filepath.Join(nu.media, "media_attachments/files/109/000/002/original/b.mp4"))
+	if len(a) == 0 || !bytes.Equal(a, b) {
+		t.Error("an upload was not restored byte for byte")
 	}
 }

@@ -173,7 +173,7 @@ func Verify(ctx context.Context, s storage.Store, k *snapshot.Key, id string, me
 		}
 		var r io.Reader = rc
 		if o.Name == snapshot.DBDump {
-			err = listDump(ctx, rc)
+			err = listDump(ctx, rc, 1)
 		} else {
 			_, err = io.Copy(io.Discard, r)
 		}
@@ -195,8 +195,8 @@ func Verify(ctx context.Context, s storage.Store, k *snapshot.Key, id string, me
 
 // listDump decompresses the dump into `pg_restore --list`, which reads
 // the archive's table of contents and fails on a damaged archive.
-func listDump(ctx context.Context, r io.Reader) error {
-	zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
+func listDump(ctx context.Context, r io.Reader, decoders int) error {
+	zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(decoders), zstd.WithDecoderLowmem(decoders == 1))
 	if err != nil {
 		return err
 	}

@@ -175,7 +175,9 @@ func (r *Restore) stage(ctx context.Context, log *slog.Logger, m *snapshot.Manif
 	pr, pw := io.Pipe()
 	listed := make(chan error, 1)
 	go func() {
-		err := listDump(ctx, pr)
+		// Two decoders: a quarter faster, for a few MiB more than a
+		// backup's verification may spend.
+		err := listDump(ctx, pr, 2)
 		pr.CloseWithError(errDumpUnreadable) // the download must not wait on a reader that is gone
 		listed <- err
 	}()
