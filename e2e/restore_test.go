@@ -316,6 +316,13 @@ func TestARestoreKilledMidwayIsFinishedByTheNext(t *testing.T) {
 	if p.code != 3 || !strings.Contains(p.out, "did not finish") || !strings.Contains(p.out, "mastokeeper restore") {
 		t.Errorf("the keeper provisioned a half-restored device (exit %d):\n%s", p.code, p.out)
 	}
+	before := nu.list(t)
+	if b := nu.keeper(nu.env, "backup"); b.code != 3 || !strings.Contains(b.out, "half-restored") {
+		t.Errorf("a backup of the half-restored database was attempted (exit %d):\n%s", b.code, b.out)
+	}
+	if after := nu.list(t); !slices.Equal(before, after) {
+		t.Errorf("backups before %q, after %q: the refused backup stored one", before, after)
+	}
 	// Without --force: the restore resumes (and is killed again).
 	nu.killWhenHeld(t, path, held, "restore")
 

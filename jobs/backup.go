@@ -80,6 +80,10 @@ var ErrNotOwner = errors.New("another device owns this backup target")
 // Run takes the snapshot and returns its manifest.
 func (b *Backup) Run(ctx context.Context) (*snapshot.Manifest, error) {
 	start := time.Now()
+	if b.Dir.Has(instance.MarkerRestoring) {
+		// It would become the newest backup: the one the next restore takes.
+		return nil, &RefusedError{errors.New("no backup while a restore onto this device is under way or unfinished: it would save a half-restored database as the newest backup. Finish the restore first ('mastokeeper restore')")}
+	}
 	if err := b.claim(ctx); err != nil {
 		return nil, err
 	}
