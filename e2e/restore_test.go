@@ -53,6 +53,19 @@ func (s *stack) fingerprint(t *testing.T) map[string]string {
 	return fp
 }
 
+// backedUpWith is an old device on a file target with the rows insert
+// adds, backed up, and the fingerprint a new device must match.
+func backedUpWith(t *testing.T, insert string) (*backupDevice, map[string]string) {
+	t.Helper()
+	old := newBackupDevice(t, backupTarget{"file", fileTarget})
+	if _, err := old.db("mastodon_production").Exec(context.Background(), insert); err != nil {
+		t.Fatal(err)
+	}
+	want := old.fingerprint(t)
+	old.backup(t)
+	return old, want
+}
+
 // target is the device's BACKUP_TARGET.
 func (d *backupDevice) target() string {
 	for _, kv := range d.env {
@@ -214,10 +227,7 @@ func TestAnUpgradeTakesABackupBeforeMigrating(t *testing.T) {
 // A fresh device with RESTORE_FROM set takes the instance over by itself at
 // its first start.
 func TestAFreshDeviceWithRestoreFromTakesTheInstanceOver(t *testing.T) {
-	old := newBackupDevice(t, backupTarget{"file", fileTarget})
-	old.db("mastodon_production").Exec(context.Background(), `INSERT INTO statuses (account_id, text) VALUES (1, 'before the move')`)
-	want := old.fingerprint(t)
-	old.backup(t)
+	old, want := backedUpWith(t, `INSERT INTO statuses (account_id, text) VALUES (1, 'before the move')`)
 
 	nu := newDevice(t, old)
 	target := nu.target()
@@ -301,10 +311,7 @@ func (d *backupDevice) killWhenHeld(t *testing.T, path, held string, args ...str
 // so, until a restore finishes: the next one resumes without --force,
 // and RESTORE_FROM finishes it at the keeper's next start.
 func TestARestoreKilledMidwayIsFinishedByTheNext(t *testing.T) {
-	old := newBackupDevice(t, backupTarget{"file", fileTarget})
-	old.db("mastodon_production").Exec(context.Background(), `INSERT INTO statuses (account_id, text) VALUES (1, 'before the move')`)
-	want := old.fingerprint(t)
-	old.backup(t)
+	old, want := backedUpWith(t, `INSERT INTO statuses (account_id, text) VALUES (1, 'before the move')`)
 	nu := newDevice(t, old)
 	path, held := holdPgRestore(t)
 
@@ -326,15 +333,22 @@ func TestARestoreKilledMidwayIsFinishedByTheNext(t *testing.T) {
 	// Without --force: the restore resumes (and is killed again).
 	nu.killWhenHeld(t, path, held, "restore")
 
-	target := nu.target()
-	r := nu.provision(append(nu.env, "RESTORE_FROM="+target)...)
+	// The keeper service, refused meanwhile, restarts once a restore has
+	// finished (here the start of another keeper with RESTORE_FROM).
+	k := nu.start(nu.env, "run")
+	if !k.waitFor("did not finish", 60*time.Second) {
+		t.Fatal("the keeper service did not refuse the half-restored device")
+	}
+	r := nu.provision(append(nu.env, "RESTORE_FROM="+nu.target())...)
 	if !strings.Contains(r.out, "did not finish last time") || !strings.Contains(r.out, "database ready") {
 		t.Errorf("the keeper's start did not finish the restore:\n%s", r.out)
 	}
-	got := nu.fingerprint(t)
-	assertSameData(t, want, got)
+	assertSameData(t, want, nu.fingerprint(t))
 	if slices.Contains(nu.markers(), "restore-incomplete") {
 		t.Error("restore-incomplete is still marked after the restore finished")
+	}
+	if code := k.wait(t, 30*time.Second); code == 0 || !strings.Contains(nu.allLogs(), "a restore onto this device finished") {
+		t.Errorf("the refused keeper service did not restart after the restore (exit %d)", code)
 	}
 }
 
@@ -346,13 +360,7 @@ func TestRestoreOntoANewerPostgreSQLMajor(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(pg17, "postgres")); err != nil {
 		stackMissing(t, "a PostgreSQL 17 server in %s (scripts/install-test-deps installs it)", pg17)
 	}
-	old := newBackupDevice(t, backupTarget{"file", fileTarget})
-	c := old.db("mastodon_production")
-	if _, err := c.Exec(context.Background(), `INSERT INTO statuses (account_id, text) SELECT 1, 'toot ' || g FROM generate_series(1, 2000) g`); err != nil {
-		t.Fatal(err)
-	}
-	want := old.fingerprint(t)
-	old.backup(t)
+	old, want := backedUpWith(t, `INSERT INTO statuses (account_id, text) SELECT 1, 'toot ' || g FROM generate_series(1, 2000) g`)
 
 	nu := newDevice(t, old, "PATH="+pg17+":"+standinDir+":"+os.Getenv("PATH"))
 	if r := nu.keeper(nu.env, "restore"); r.code != 0 {
@@ -437,10 +445,7 @@ func startSupervisorStandIn(t *testing.T, appID, key string) (*supervisorStandIn
 // restored instance: migrated, web, sidekiq and streaming restarted through
 // the supervisor, and the keeper service restarting by itself.
 func TestARestoreOnARunningDeviceRestartsItsServices(t *testing.T) {
-	old := newBackupDevice(t, backupTarget{"file", fileTarget})
-	old.db("mastodon_production").Exec(context.Background(), `INSERT INTO statuses (account_id, text) VALUES (1, 'from the other device')`)
-	want := old.fingerprint(t)
-	old.backup(t)
+	old, want := backedUpWith(t, `INSERT INTO statuses (account_id, text) VALUES (1, 'from the other device')`)
 
 	// This device runs an instance of its own, under the same name.
 	nu := newDevice(t, old)

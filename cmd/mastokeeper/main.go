@@ -156,6 +156,10 @@ func keep(ctx context.Context, base *slog.Logger, logOut io.Writer, stay bool) i
 			return exitRefused
 		}
 		log.Error("the keeper will not touch this instance until the problem above is fixed; changing a variable in the dashboard restarts it")
+		if cfg != nil && awaitRestore(ctx, instance.Dir{Path: cfg.StateDir}) {
+			log.Info("a restore onto this device finished: the keeper restarts to work with the restored instance")
+			return exitFailed
+		}
 		<-ctx.Done()
 		return exitRefused
 	default:
@@ -400,18 +404,24 @@ func provision(ctx context.Context, base *slog.Logger, logOut io.Writer, cfg *co
 // errRecordChanged: the instance record was replaced under the keeper.
 var errRecordChanged = errors.New("the instance record changed")
 
-// watchRecord cancels ctx when the instance record is no longer want (a
-// restore replaced it): the jobs hold the old secrets.
-func watchRecord(ctx context.Context, dir instance.Dir, want []byte, cancel context.CancelCauseFunc) {
+// awaitRestore returns true once a restore (in a terminal, next to the
+// keeper) has finished since the call: the instance record changed, or a
+// restore that was unfinished is done. The keeper's jobs hold the old
+// record; a keeper refused for an unfinished restore has nothing to run.
+func awaitRestore(ctx context.Context, dir instance.Dir) bool {
+	state := func() (string, bool) {
+		b, _ := os.ReadFile(dir.RecordPath())
+		return string(b), dir.Has(instance.MarkerRestoring)
+	}
+	record, restoring := state()
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return false
 		case <-time.After(5 * time.Second):
 		}
-		if b, err := os.ReadFile(dir.RecordPath()); err == nil && string(b) != string(want) {
-			cancel(errRecordChanged)
-			return
+		if r, now := state(); !now && (restoring || r != record) {
+			return true
 		}
 	}
 }
@@ -422,7 +432,6 @@ func watchRecord(ctx context.Context, dir instance.Dir, want []byte, cancel cont
 func maintain(ctx context.Context, base *slog.Logger, cfg *config.Config, plan sizing.Plan) (recordChanged bool) {
 	dir := instance.Dir{Path: cfg.StateDir}
 	jlog := base.With("component", "jobs")
-	raw, _ := os.ReadFile(dir.RecordPath())
 	rec, err := dir.Read()
 	if err != nil {
 		jlog.Error("scheduled jobs are off: " + err.Error())
@@ -431,7 +440,11 @@ func maintain(ctx context.Context, base *slog.Logger, cfg *config.Config, plan s
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	go watchRecord(ctx, dir, raw, cancel)
+	go func() {
+		if awaitRestore(ctx, dir) {
+			cancel(errRecordChanged)
+		}
+	}()
 	run := mastodon.Runner{Env: mastodon.Env(os.Environ(), cfg, rec, plan), Log: jlog}
 	cleanup, problems := jobs.NewCleanup(os.Getenv, run, jlog)
 	for _, p := range problems {
