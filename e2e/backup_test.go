@@ -22,6 +22,9 @@ import (
 
 const passphrase = "correct horse battery staple"
 
+// idPattern matches a backup ID (milliseconds since format 2).
+const idPattern = `\d{8}T\d{6}(?:\.\d{3})?Z`
+
 // backupTarget is one kind of storage target for the backup tests.
 type backupTarget struct {
 	name string
@@ -160,7 +163,7 @@ func writeRandom(t *testing.T, path string, size int) {
 func (d *backupDevice) backup(t *testing.T) string {
 	t.Helper()
 	r := d.keeper(d.env, "backup")
-	m := regexp.MustCompile(`backup (\d{8}T\d{6}Z) complete`).FindStringSubmatch(r.out)
+	m := regexp.MustCompile(`backup (`+idPattern+`) complete`).FindStringSubmatch(r.out)
 	if r.code != 0 || m == nil {
 		t.Fatalf("backup exited %d:\n%s", r.code, r.out)
 	}
@@ -173,7 +176,7 @@ func (d *backupDevice) list(t *testing.T) []string {
 	if r.code != 0 {
 		t.Fatalf("backup list exited %d:\n%s", r.code, r.out)
 	}
-	return regexp.MustCompile(`(?m)^(\d{8}T\d{6}Z)\s`).FindAllString(r.out, -1)
+	return regexp.MustCompile(`(?m)^(`+idPattern+`)\s`).FindAllString(r.out, -1)
 }
 
 func forEachTarget(t *testing.T, f func(t *testing.T, target backupTarget)) {
@@ -205,7 +208,8 @@ func TestBackupIsCompleteVerifiableAndEncrypted(t *testing.T) {
 				SHA256 string `json:"sha256"`
 			} `json:"objects"`
 		}
-		if err := json.Unmarshal(d.read(t, "snapshots/"+id+"/manifest.json"), &manifest); err != nil {
+		body, _ := json.Marshal(d.manifest(t, id))
+		if err := json.Unmarshal(body, &manifest); err != nil {
 			t.Fatalf("manifest: %v", err)
 		}
 		if manifest.LocalDomain != "social.example.test" || manifest.MastodonVersion != mastodonVersion || !strings.HasPrefix(manifest.PostgresVersion, "15") {
@@ -276,7 +280,7 @@ func TestAChangedByteInAnyObjectIsRefused(t *testing.T) {
 		d := newBackupDevice(t, target)
 		id := d.backup(t)
 		for key := range d.objects(t) {
-			if strings.HasSuffix(key, "manifest.json") || key == "owner.json" || key == "keys/backup-key.age" {
+			if strings.HasSuffix(key, "manifest.json") || strings.HasSuffix(key, "verified.json") || key == "owner.json" || key == "keys/backup-key.age" {
 				continue
 			}
 			t.Run(key, func(t *testing.T) {
@@ -436,13 +440,13 @@ func TestRetentionOnEveryTargetKeepsTheNewestBackupWhole(t *testing.T) {
 			t.Errorf("the kept backup no longer verifies:\n%s", r.out)
 		}
 		var verified []string
-		for _, m := range d.markers() {
-			if strings.HasPrefix(m, "verified-") {
-				verified = append(verified, m)
+		for key := range d.objects(t) {
+			if strings.HasSuffix(key, "/verified.json") {
+				verified = append(verified, key)
 			}
 		}
-		if !slices.Equal(verified, []string{"verified-" + ids[2]}) {
-			t.Errorf("verified markers %v; want only the kept backup's", verified)
+		if !slices.Equal(verified, []string{"snapshots/" + ids[2] + "/verified.json"}) {
+			t.Errorf("verification records %v; want only the kept backup's", verified)
 		}
 	})
 }

@@ -383,16 +383,10 @@ func TestRestoreOntoANewerPostgreSQLMajor(t *testing.T) {
 func TestRestoreRefusesABackupFromANewerMajor(t *testing.T) {
 	d := newBackupDevice(t, backupTarget{"file", fileTarget})
 	id := d.backup(t)
-	key := "snapshots/" + id + "/manifest.json"
-	var m map[string]any
-	if err := json.Unmarshal(d.read(t, key), &m); err != nil {
-		t.Fatal(err)
-	}
+	// As a genuine backup from PostgreSQL 99 would say: authenticated.
+	m := d.manifest(t, id)
 	m["postgres_version"] = "99.1"
-	b, _ := json.Marshal(m)
-	if err := d.store(t).Put(context.Background(), key, bytes.NewReader(b)); err != nil {
-		t.Fatal(err)
-	}
+	d.putManifest(t, id, m, true)
 	before := d.fingerprint(t)
 	r := d.keeper(d.env, "restore", "--force")
 	if r.code != 3 || !strings.Contains(r.out, "PostgreSQL 99.1") || !strings.Contains(r.out, "not touched") {

@@ -301,6 +301,7 @@ func (r *running) wait(t *testing.T, d time.Duration) int {
 // record is the keeper's instance record as stored.
 type record struct {
 	LocalDomain string            `json:"local_domain"`
+	InstanceID  string            `json:"instance_id"`
 	Adopted     []string          `json:"adopted"`
 	Secrets     map[string]string `json:"secrets"`
 }

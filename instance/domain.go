@@ -103,7 +103,7 @@ func Guard(rec *Record, getenv func(string) string) error {
 // the environment are adopted (an existing instance moving in), the rest
 // taken from generated. Provided values must have passed config.Load.
 func NewRecord(domain string, getenv func(string) string, generated Secrets) *Record {
-	rec := &Record{LocalDomain: domain, Secrets: Secrets{}}
+	rec := &Record{LocalDomain: domain, InstanceID: NewInstanceID(), Secrets: Secrets{}}
 	for _, name := range SecretNames {
 		if v := getenv(name); v != "" {
 			rec.Secrets[name] = v

@@ -18,8 +18,13 @@ import (
 // Record is what the keeper writes once, at first provisioning, and never
 // changes afterwards: the instance's name and its secrets.
 type Record struct {
-	LocalDomain string    `json:"local_domain"`
-	CreatedAt   time.Time `json:"created_at"`
+	LocalDomain string `json:"local_domain"`
+	// InstanceID is random, made at the first provisioning and kept by a
+	// restore: an instance provisioned anew - even with the same domain on
+	// the same device - has another one, and never takes over the backups
+	// of the one before.
+	InstanceID string    `json:"instance_id,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
 	// Adopted lists the secrets that were provided rather than generated.
 	Adopted []string `json:"adopted,omitempty"`
 	Secrets Secrets  `json:"secrets"`
@@ -66,6 +71,47 @@ func (d Dir) Create(r *Record) error {
 		return fmt.Errorf("create instance record: %w", err)
 	}
 	return WriteFileOnce(filepath.Join(d.Path, recordFile), append(b, '\n'), 0o600)
+}
+
+// NewInstanceID makes a random instance ID.
+func NewInstanceID() string {
+	b := make([]byte, 16)
+	if _, err := io.ReadFull(RandomReader, b); err != nil {
+		panic(fmt.Sprintf("instance ID: %v", err)) // the system's randomness failed
+	}
+	return hex.EncodeToString(b)
+}
+
+// EnsureInstanceID gives a record made before instance IDs existed its ID,
+// written once, atomically; every later read returns the same.
+func (d Dir) EnsureInstanceID(ctx context.Context) (*Record, error) {
+	rec, err := d.Read()
+	if err != nil || rec.InstanceID != "" {
+		return rec, err
+	}
+	unlock, err := d.Lock(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if rec, err = d.Read(); err != nil || rec.InstanceID != "" {
+		return rec, err
+	}
+	rec.InstanceID = NewInstanceID()
+	if err := d.Replace(rec); err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+// Replace writes rec over the record, atomically: only a restore, which
+// brings another instance's record, and EnsureInstanceID do.
+func (d Dir) Replace(rec *Record) error {
+	b, err := json.MarshalIndent(rec, "", "  ")
+	if err != nil {
+		return fmt.Errorf("write instance record: %w", err)
+	}
+	return WriteFileAtomic(d.RecordPath(), append(b, '\n'), 0o600)
 }
 
 // RecordPath is where the record lives, for messages.

@@ -29,10 +29,12 @@ const (
 	BackupScheduleVar         = "BACKUP_SCHEDULE"
 	MediaCleanupScheduleVar   = "MEDIA_CLEANUP_SCHEDULE"
 	OrphansCleanupScheduleVar = "ORPHANS_CLEANUP_SCHEDULE"
+	VerifyScheduleVar         = "VERIFY_SCHEDULE"
 
 	DefaultBackupSchedule         = "@daily"    // every day at 00:00
 	DefaultMediaCleanupSchedule   = "0 3 * * 0" // Sundays at 03:00
 	DefaultOrphansCleanupSchedule = "0 4 1 * *" // the 1st of each month at 04:00
+	DefaultVerifySchedule         = "0 5 * * 3" // Wednesdays at 05:00
 )
 
 // Schedules lists every schedule variable the keeper reads and its default.
@@ -40,6 +42,7 @@ var Schedules = []struct{ Var, Default string }{
 	{BackupScheduleVar, DefaultBackupSchedule},
 	{MediaCleanupScheduleVar, DefaultMediaCleanupSchedule},
 	{OrphansCleanupScheduleVar, DefaultOrphansCleanupSchedule},
+	{VerifyScheduleVar, DefaultVerifySchedule},
 }
 
 // minInterval is the shortest interval a schedule may have: a cron
@@ -535,6 +538,11 @@ func (s *Scheduler) recordSuccess(e *schedEntry, t time.Time) error {
 // that runs a job by hand (`mastokeeper backup`) takes it too.
 func LockJobs(ctx context.Context, dir instance.Dir) (unlock func(), err error) {
 	return lockJobs(ctx, dir, func() {})
+}
+
+// LockJobsWaiting is LockJobs, calling waiting once when it has to wait.
+func LockJobsWaiting(ctx context.Context, dir instance.Dir, waiting func()) (unlock func(), err error) {
+	return lockJobs(ctx, dir, waiting)
 }
 
 func lockJobs(ctx context.Context, dir instance.Dir, waiting func()) (func(), error) {

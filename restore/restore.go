@@ -1,3 +1,5 @@
+// Package restore applies a snapshot, checked by package snapshot, to
+// this device: onto a fresh one, or replacing the instance on this one.
 package restore
 
 import (
@@ -7,12 +9,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -25,78 +30,82 @@ import (
 	"github.com/mastodon-on-balena/mastodon-balena/storage"
 )
 
-// Restore puts a snapshot onto this device: everything is downloaded,
-// checked and decrypted into a staging area first, so a wrong passphrase,
-// a damaged object or a refused configuration leaves the device as it was.
+// Restore puts a snapshot onto this device. The snapshot package checks
+// it; this package only applies it: everything is downloaded, checked and
+// decrypted into staging areas first, and the whole snapshot is checked for
+// consistency, so a wrong passphrase, a damaged or forged object or a
+// refused configuration leaves the device as it was. Every file it writes
+// goes through a root that cannot be left (os.Root): a name in a backup or
+// a symlink planted in a volume never leads outside the media or state
+// directory. The caller holds the job lock.
 type Restore struct {
 	Cfg      *config.Config
 	Getenv   func(string) string
 	Dir      instance.Dir
 	Store    storage.Store
 	Sealer   snapshot.Sealer
-	BackupID string // "" for the newest
+	BackupID string // "" for the newest verified
 	// Force replaces an instance that already has data on this device.
-	Force    bool
-	Device   string
-	MediaDir string
-	Log      *slog.Logger
+	Force bool
+	// TrustOldFormat restores format 1 (unauthenticated) backups; only
+	// for a target no one else can write to.
+	TrustOldFormat bool
+	Device         string
+	MediaDir       string
+	Log            *slog.Logger
 	// Terminal, when set, gets a progress bar (a person at a terminal);
 	// the log gets plain progress lines either way.
 	Terminal io.Writer
 }
 
 // RefusedError means the restore refused to act; nothing was changed.
-type RefusedError struct{ Err error }
+type RefusedError = snapshot.RefusedError
 
-func (e *RefusedError) Error() string { return e.Err.Error() }
-func (e *RefusedError) Unwrap() error { return e.Err }
+// ErrCorrupt means the backup does not match its manifest or is inconsistent.
+var ErrCorrupt = snapshot.ErrCorrupt
 
 var errDumpUnreadable = errors.New("the dump's check stopped reading")
 
+// The staging areas (the snapshot package's, so that no backup reads
+// them), emptied at the start of a restore.
+const (
+	stateStaging = snapshot.StateStaging
+	mediaStaging = snapshot.MediaStaging
+)
+
 // staged is a snapshot downloaded and checked, ready to apply.
 type staged struct {
-	m       *snapshot.Manifest
-	key     *snapshot.Key
-	rec     *instance.Record
-	dump    string // zstd-compressed pg_dump archive
-	media   []snapshot.MediaEntry
-	mediaAt string // staging directory inside the media volume
+	m     *snapshot.Manifest
+	key   *snapshot.Key
+	rec   *instance.Record
+	dump  string // zstd-compressed pg_dump archive, in the state directory
+	media []snapshot.MediaEntry
 }
 
 // Run restores and returns the restored snapshot's manifest.
 func (r *Restore) Run(ctx context.Context) (*snapshot.Manifest, error) {
-	key, err := OpenKey(ctx, r.Store, r.Sealer)
+	key, err := snapshot.OpenKey(ctx, r.Store, r.Sealer)
 	if err != nil {
-		return nil, &RefusedError{err}
+		return nil, &RefusedError{Err: err}
 	}
-	id := r.BackupID
-	if id == "" {
-		all, err := List(ctx, r.Store)
-		if err != nil {
-			return nil, err
-		}
-		if len(all) == 0 {
-			return nil, &RefusedError{fmt.Errorf("no complete backup at %s", r.Store)}
-		}
-		id = all[len(all)-1].ID
-	}
-	m, err := ReadManifest(ctx, r.Store, id)
+	rd := &snapshot.Reader{Store: r.Store, Key: key, TrustOldFormat: r.TrustOldFormat}
+	m, err := r.pick(ctx, rd)
 	if err != nil {
-		return nil, &RefusedError{err}
+		return nil, err
 	}
 	log := r.Log.With("backup", m.ID, "from", r.Store.String())
 	log.Info("restoring", "local_domain", m.LocalDomain, "taken", m.CreatedAt.Format(time.RFC3339),
-		"mastodon", m.MastodonVersion, "postgres", m.PostgresVersion)
+		"mastodon", m.MastodonVersion, "postgres", m.PostgresVersion, "authenticated", m.Authenticated)
 
 	if d := r.Getenv("LOCAL_DOMAIN"); d != "" && d != m.LocalDomain {
-		return nil, &RefusedError{fmt.Errorf("LOCAL_DOMAIN is %s but backup %s is of %s: an instance keeps its domain. Remove LOCAL_DOMAIN or set it to %s; nothing was changed", d, m.ID, m.LocalDomain, m.LocalDomain)}
+		return nil, &RefusedError{Err: fmt.Errorf("LOCAL_DOMAIN is %s but backup %s is of %s: an instance keeps its domain. Remove LOCAL_DOMAIN or set it to %s; nothing was changed", d, m.ID, m.LocalDomain, m.LocalDomain)}
 	}
 	local, err := r.Dir.Read()
 	if err != nil && !errors.Is(err, instance.ErrNotProvisioned) {
 		return nil, err
 	}
 	if local != nil && local.LocalDomain != m.LocalDomain && !r.Force {
-		return nil, &RefusedError{fmt.Errorf("this device already holds the instance %s; restoring %s would replace it. Run the restore with --force to replace it; nothing was changed", local.LocalDomain, m.LocalDomain)}
+		return nil, &RefusedError{Err: fmt.Errorf("this device already holds the instance %s; restoring %s would replace it. Run the restore with --force to replace it; nothing was changed", local.LocalDomain, m.LocalDomain)}
 	}
 	// A restore that stopped midway left data no one may lose: it is
 	// finished by the next restore of the same instance, forced or not.
@@ -104,19 +113,19 @@ func (r *Restore) Run(ctx context.Context) (*snapshot.Manifest, error) {
 	if resuming {
 		log.Info("an earlier restore onto this device did not finish; this one replaces what it left")
 	}
-	if local != nil && !r.Force && !resuming {
-		// Only an empty database may be restored into without --force.
-		if empty, err := r.databaseEmpty(ctx, local); err != nil {
-			return nil, err
-		} else if !empty {
-			return nil, &RefusedError{fmt.Errorf("the database %s on this device is not empty; run the restore with --force to replace it with backup %s; nothing was changed", r.Cfg.DBName, m.ID)}
-		}
-	}
 
-	st, err := r.stage(ctx, log, m, key)
-	defer r.cleanStage(st)
+	st, err := r.stage(ctx, log, rd, m, key)
+	defer r.cleanStage()
 	if err != nil {
 		return nil, err
+	}
+	if local != nil && !r.Force && !resuming {
+		// Only an empty database may be restored into without --force.
+		if empty, err := r.databaseEmpty(ctx, local, st.rec); err != nil {
+			return nil, err
+		} else if !empty {
+			return nil, &RefusedError{Err: fmt.Errorf("the database %s on this device is not empty; run the restore with --force to replace it with backup %s; nothing was changed", r.Cfg.DBName, m.ID)}
+		}
 	}
 	log.Info("backup downloaded and verified; restoring it onto this device now")
 	if err := r.apply(ctx, log, st, local); err != nil {
@@ -132,12 +141,67 @@ func (r *Restore) Run(ctx context.Context) (*snapshot.Manifest, error) {
 	return m, nil
 }
 
+// pick reads the manifest of the backup asked for, or of the newest
+// verified one, saying which and why.
+func (r *Restore) pick(ctx context.Context, rd *snapshot.Reader) (*snapshot.Manifest, error) {
+	if r.BackupID != "" {
+		m, err := rd.ReadManifest(ctx, r.BackupID)
+		if err != nil {
+			return nil, &RefusedError{Err: err}
+		}
+		return m, nil
+	}
+	l, err := rd.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, u := range l.Unreadable {
+		r.Log.Warn("a backup cannot be used and is left out", "backup", u.ID, "why", u.Err.Error())
+	}
+	if len(l.Snapshots) == 0 {
+		if len(l.Old) > 0 {
+			newest := l.Old[len(l.Old)-1].ID
+			return nil, &RefusedError{Err: fmt.Errorf("%s holds only backups in the old format 1, which carries no authentication (the newest: %s): anyone who can write there could have forged them. If no one else can write to it, restore with 'mastokeeper restore --trust-old-format'", r.Store, newest)}
+		}
+		return nil, &RefusedError{Err: fmt.Errorf("%w: %s holds no complete backup this instance's key authenticates (see 'mastokeeper backup list')", snapshot.ErrNoBackup, r.Store)}
+	}
+	m, why, err := rd.Newest(ctx, l)
+	if err != nil {
+		return nil, &RefusedError{Err: err}
+	}
+	r.Log.Info("restoring backup "+m.ID+": "+why, "backup", m.ID)
+	return m, nil
+}
+
 func (r *Restore) server(rec *instance.Record) postgres.Server {
 	return postgres.Server{Host: r.Cfg.DBHost, Port: r.Cfg.DBPort, User: r.Cfg.PostgresUser, Password: rec.Secrets[instance.PostgresPassword]}
 }
 
-func (r *Restore) databaseEmpty(ctx context.Context, rec *instance.Record) (bool, error) {
-	c, err := r.server(rec).Wait(ctx, r.Log, "postgres")
+// connect connects as the superuser with the first of recs whose password
+// the server takes: a restore killed after it gave the server the backup's
+// password, but before it wrote the backup's record, is still finished.
+func (r *Restore) connect(ctx context.Context, log *slog.Logger, database string, recs ...*instance.Record) (*pgx.Conn, *instance.Record, error) {
+	var firstErr error
+	for _, rec := range recs {
+		if rec == nil {
+			continue
+		}
+		c, err := r.server(rec).Wait(ctx, log, database)
+		if err == nil {
+			return c, rec, nil
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
+		if !errors.Is(err, postgres.ErrAuth) {
+			break
+		}
+	}
+	return nil, nil, firstErr
+}
+
+func (r *Restore) databaseEmpty(ctx context.Context, recs ...*instance.Record) (bool, error) {
+	c, rec, err := r.connect(ctx, r.Log, "postgres", recs...)
 	if err != nil {
 		return false, err
 	}
@@ -156,87 +220,179 @@ func (r *Restore) databaseEmpty(ctx context.Context, rec *instance.Record) (bool
 	return tables == 0, err
 }
 
+// roots opens the state and media directories as roots.
+func (r *Restore) roots() (state, media *os.Root, err error) {
+	for _, d := range []string{r.Dir.Path, r.MediaDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, nil, fmt.Errorf("staging: %w", err)
+		}
+	}
+	if state, err = os.OpenRoot(r.Dir.Path); err != nil {
+		return nil, nil, fmt.Errorf("staging: %w", err)
+	}
+	if media, err = os.OpenRoot(r.MediaDir); err != nil {
+		state.Close()
+		return nil, nil, fmt.Errorf("staging: %w", err)
+	}
+	return state, media, nil
+}
+
 // stage downloads, checks and decrypts everything; it changes nothing
-// outside its staging directories.
-func (r *Restore) stage(ctx context.Context, log *slog.Logger, m *snapshot.Manifest, key *snapshot.Key) (*staged, error) {
-	st := &staged{m: m, key: key, mediaAt: filepath.Join(r.MediaDir, ".mastokeeper-restore")}
-	stageDir := filepath.Join(r.Dir.Path, "restore-staging")
-	for _, d := range []string{stageDir, st.mediaAt} {
-		os.RemoveAll(d)
-		if err := os.MkdirAll(d, 0o700); err != nil {
+// outside its staging directories, which it empties first.
+func (r *Restore) stage(ctx context.Context, log *slog.Logger, rd *snapshot.Reader, m *snapshot.Manifest, key *snapshot.Key) (*staged, error) {
+	st := &staged{m: m, key: key}
+	state, media, err := r.roots()
+	if err != nil {
+		return st, err
+	}
+	defer state.Close()
+	defer media.Close()
+	for _, s := range []struct {
+		root *os.Root
+		dir  string
+	}{{state, stateStaging}, {media, mediaStaging}} {
+		if err := s.root.RemoveAll(s.dir); err != nil {
+			return st, fmt.Errorf("staging: empty %s: %w", s.dir, err)
+		}
+		if err := s.root.Mkdir(s.dir, 0o700); err != nil {
 			return st, fmt.Errorf("staging: %w", err)
 		}
 	}
 	// The dump, still zstd-compressed, checked and then read by pg_restore.
-	st.dump = filepath.Join(stageDir, "db.dump.zst")
-	// pg_restore --list reads the dump as it arrives: the check costs no
-	// second pass over it.
+	// pg_restore --list reads it as it arrives: the check costs no second
+	// pass over it.
+	st.dump = path.Join(stateStaging, "db.dump.zst")
 	dbObj, _ := m.Object(snapshot.DBDump)
 	pr, pw := io.Pipe()
 	listed := make(chan error, 1)
 	go func() {
 		// Two decoders: a quarter faster, for a few MiB more than a
 		// backup's verification may spend.
-		err := listDump(ctx, pr, 2)
+		err := snapshot.ListDump(ctx, pr, 2)
 		pr.CloseWithError(errDumpUnreadable) // the download must not wait on a reader that is gone
 		listed <- err
 	}()
-	err := r.fetch(ctx, m, key, snapshot.DBDump, st.dump, io.MultiWriter(r.progress(log, "database", dbObj.Size), pw))
+	err = r.fetch(ctx, rd, m, snapshot.DBDump, state, st.dump, io.MultiWriter(r.progress(log, "database", dbObj.Size), pw))
 	pw.CloseWithError(err)
 	listErr := <-listed
 	if err != nil && !errors.Is(err, errDumpUnreadable) {
-		return st, err
+		return st, staging(err, r.Dir.Path)
+	}
+	if errors.Is(listErr, snapshot.ErrPgRestoreTooOld) {
+		return st, &RefusedError{Err: fmt.Errorf("backup %s was taken from PostgreSQL %s, newer than this device's PostgreSQL tools read: restore it onto a device running this project's current images. Nothing was changed (%v)", m.ID, m.PostgresVersion, listErr)}
 	}
 	if listErr != nil {
-		return st, fmt.Errorf("%w: backup %s: the database dump: %v", ErrCorrupt, m.ID, listErr)
+		return st, fmt.Errorf("backup %s: the database dump: %w", m.ID, listErr)
 	}
 	// The instance record.
 	var buf bytes.Buffer
-	if err := r.fetchTo(ctx, m, key, snapshot.Secrets, &buf, nil); err != nil {
+	if err := r.fetchTo(ctx, rd, m, snapshot.Secrets, &buf, nil); err != nil {
 		return st, err
 	}
 	st.rec = &instance.Record{}
-	if err := json.Unmarshal(buf.Bytes(), st.rec); err != nil || st.rec.LocalDomain != m.LocalDomain {
-		return st, fmt.Errorf("%w: backup %s: its secrets are unreadable or of another domain", ErrCorrupt, m.ID)
+	if err := json.Unmarshal(buf.Bytes(), st.rec); err != nil || st.rec.LocalDomain != m.LocalDomain || len(st.rec.Secrets) == 0 {
+		return st, fmt.Errorf("%w: backup %s: its instance record is unreadable or of another domain", ErrCorrupt, m.ID)
 	}
-	// Media: every blob, checked against its sum.
+	if m.InstanceID != "" && st.rec.InstanceID != m.InstanceID {
+		return st, fmt.Errorf("%w: backup %s: its instance record is of another instance", ErrCorrupt, m.ID)
+	}
+	// Media: the index checked whole, then every blob, each against its sum.
 	buf.Reset()
-	if err := r.fetchTo(ctx, m, key, snapshot.MediaIndex, &buf, nil); err != nil {
+	if err := r.fetchTo(ctx, rd, m, snapshot.MediaIndex, &buf, nil); err != nil {
 		return st, err
 	}
 	if err := json.Unmarshal(buf.Bytes(), &st.media); err != nil {
 		return st, fmt.Errorf("%w: backup %s: media index: %v", ErrCorrupt, m.ID, err)
 	}
+	if st.media, err = checkIndex(log, m, st.media); err != nil {
+		return st, err
+	}
 	p := r.progress(log, "media", m.MediaBytes)
 	for _, sum := range m.MediaBlobs {
-		if err := r.fetchBlob(ctx, key, sum, filepath.Join(st.mediaAt, sum), p); err != nil {
-			return st, err
+		if err := r.fetchBlob(ctx, rd, sum, media, path.Join(mediaStaging, sum), p); err != nil {
+			return st, staging(err, r.MediaDir)
 		}
 	}
 	return st, nil
 }
 
-func (r *Restore) cleanStage(st *staged) {
-	os.RemoveAll(filepath.Join(r.Dir.Path, "restore-staging"))
-	if st != nil {
-		os.RemoveAll(st.mediaAt)
+// checkIndex checks a snapshot's media index against its manifest before
+// anything is touched: every path valid and once, no file where another
+// needs a directory, every blob listed (and so staged and checked).
+func checkIndex(log *slog.Logger, m *snapshot.Manifest, index []snapshot.MediaEntry) ([]snapshot.MediaEntry, error) {
+	blobs := map[string]bool{}
+	for _, b := range m.MediaBlobs {
+		blobs[b] = true
 	}
+	files := map[string]bool{}
+	var out []snapshot.MediaEntry
+	for _, e := range index {
+		if !m.Authenticated && strings.HasPrefix(e.Path, mediaStaging+"/") {
+			// Format 1 backups could hold a killed restore's staging area.
+			log.Warn("left out of the restore: a staging file an old backup took for media", "path", e.Path)
+			continue
+		}
+		if err := snapshot.CheckMediaPath(e.Path); err != nil {
+			return nil, fmt.Errorf("%w: backup %s: %v", ErrCorrupt, m.ID, err)
+		}
+		if files[e.Path] {
+			return nil, fmt.Errorf("%w: backup %s: media path %q is listed twice", ErrCorrupt, m.ID, e.Path)
+		}
+		if !blobs[e.SHA256] {
+			return nil, fmt.Errorf("%w: backup %s: media file %s needs blob %q, which the manifest does not list", ErrCorrupt, m.ID, e.Path, e.SHA256)
+		}
+		if e.Size < 0 || e.Mode&^fs.ModePerm != 0 {
+			return nil, fmt.Errorf("%w: backup %s: media file %s has size %d and mode %v", ErrCorrupt, m.ID, e.Path, e.Size, e.Mode)
+		}
+		files[e.Path] = true
+		out = append(out, e)
+	}
+	for p := range files {
+		for d := path.Dir(p); d != "."; d = path.Dir(d) {
+			if files[d] {
+				return nil, fmt.Errorf("%w: backup %s: %s is both a file and the directory of %s", ErrCorrupt, m.ID, d, p)
+			}
+		}
+	}
+	if m.Authenticated && len(out) != m.MediaFiles {
+		return nil, fmt.Errorf("%w: backup %s: its media index has %d files, its manifest %d", ErrCorrupt, m.ID, len(out), m.MediaFiles)
+	}
+	return out, nil
 }
 
-func (r *Restore) fetch(ctx context.Context, m *snapshot.Manifest, key *snapshot.Key, name, path string, p io.Writer) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+// staging says a full disk in the person's words.
+func staging(err error, dir string) error {
+	if errors.Is(err, syscall.ENOSPC) {
+		return fmt.Errorf("the device ran out of space while downloading the backup into %s: free space there and run the restore again; nothing was changed (%w)", dir, err)
+	}
+	return err
+}
+
+func (r *Restore) cleanStage() {
+	state, media, err := r.roots()
+	if err != nil {
+		return
+	}
+	defer state.Close()
+	defer media.Close()
+	state.RemoveAll(stateStaging)
+	media.RemoveAll(mediaStaging)
+}
+
+func (r *Restore) fetch(ctx context.Context, rd *snapshot.Reader, m *snapshot.Manifest, name string, root *os.Root, p string, progress io.Writer) error {
+	f, err := root.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
 	}
-	err = r.fetchTo(ctx, m, key, name, f, p)
+	err = r.fetchTo(ctx, rd, m, name, f, progress)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	return err
 }
 
-func (r *Restore) fetchTo(ctx context.Context, m *snapshot.Manifest, key *snapshot.Key, name string, w io.Writer, p io.Writer) error {
-	rc, err := Object(ctx, r.Store, key, m, name)
+func (r *Restore) fetchTo(ctx context.Context, rd *snapshot.Reader, m *snapshot.Manifest, name string, w io.Writer, p io.Writer) error {
+	rc, err := rd.Object(ctx, m, name)
 	if err != nil {
 		return err
 	}
@@ -244,19 +400,17 @@ func (r *Restore) fetchTo(ctx context.Context, m *snapshot.Manifest, key *snapsh
 	if p != nil {
 		w = io.MultiWriter(w, p)
 	}
-	if _, err := io.Copy(w, rc); err != nil {
-		return err
-	}
-	return nil
+	_, err = io.Copy(w, rc)
+	return err
 }
 
-func (r *Restore) fetchBlob(ctx context.Context, key *snapshot.Key, sum, path string, p io.Writer) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+func (r *Restore) fetchBlob(ctx context.Context, rd *snapshot.Reader, sum string, root *os.Root, p string, progress io.Writer) error {
+	f, err := root.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	if err := readBlob(ctx, r.Store, key, sum, io.MultiWriter(f, p)); err != nil {
+	if err := rd.ReadBlob(ctx, sum, io.MultiWriter(f, progress)); err != nil {
 		return err
 	}
 	return f.Close()
@@ -265,6 +419,10 @@ func (r *Restore) fetchBlob(ctx context.Context, key *snapshot.Key, sum, path st
 // apply writes the staged snapshot onto the device.
 func (r *Restore) apply(ctx context.Context, log *slog.Logger, st *staged, local *instance.Record) error {
 	rec := st.rec
+	if rec.InstanceID == "" {
+		// A format 1 backup: the instance gets its ID now.
+		rec.InstanceID = instance.NewInstanceID()
+	}
 	if local == nil {
 		// A fresh device: the db service initialises PostgreSQL with the
 		// restored superuser password as soon as this record exists. From
@@ -277,13 +435,13 @@ func (r *Restore) apply(ctx context.Context, log *slog.Logger, st *staged, local
 		}
 		local = rec
 	}
-	conn, err := r.server(local).Wait(ctx, log, "postgres")
+	conn, current, err := r.connect(ctx, log, "postgres", local, rec)
 	if err != nil {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	if err := checkMajor(ctx, conn, st.m); err != nil {
-		return &RefusedError{err}
+		return &RefusedError{Err: err}
 	}
 	// Web, sidekiq and streaming must not start on a database that is
 	// being replaced: they wait for a ready marker again.
@@ -298,7 +456,7 @@ func (r *Restore) apply(ctx context.Context, log *slog.Logger, st *staged, local
 		return err
 	}
 	defer unlock(context.WithoutCancel(ctx))
-	if local != rec {
+	if current.Secrets[instance.PostgresPassword] != rec.Secrets[instance.PostgresPassword] {
 		// The running server knows the old superuser password: give it the
 		// restored one before the record that holds it replaces the old.
 		if err := postgres.SetPassword(ctx, conn, r.Cfg.PostgresUser, rec.Secrets[instance.PostgresPassword]); err != nil {
@@ -315,7 +473,7 @@ func (r *Restore) apply(ctx context.Context, log *slog.Logger, st *staged, local
 		return err
 	}
 	start := time.Now()
-	if err := r.pgRestore(ctx, rec, st.dump); err != nil {
+	if err := r.pgRestore(ctx, rec, filepath.Join(r.Dir.Path, st.dump)); err != nil {
 		return err
 	}
 	log.Info("database restored", "took", time.Since(start).Round(time.Second).String())
@@ -325,19 +483,15 @@ func (r *Restore) apply(ctx context.Context, log *slog.Logger, st *staged, local
 	log.Info("media restored", "files", len(st.media))
 
 	if local != rec {
-		b, err := json.MarshalIndent(rec, "", "  ")
-		if err != nil {
-			return err
-		}
-		if err := instance.WriteFileAtomic(r.Dir.RecordPath(), append(b, '\n'), 0o600); err != nil {
+		if err := r.Dir.Replace(rec); err != nil {
 			return err
 		}
 	}
 	// The restored instance's backup key opens its existing backups.
-	if err := instance.WriteFileAtomic(filepath.Join(r.Dir.Path, "backup-key"), []byte(st.key.String()+"\n"), 0o600); err != nil {
+	if err := instance.WriteFileAtomic(filepath.Join(r.Dir.Path, snapshot.KeyFile), []byte(st.key.String()+"\n"), 0o600); err != nil {
 		return err
 	}
-	os.Remove(filepath.Join(r.Dir.Path, "media-hashes.json"))
+	snapshot.ForgetLocalState(r.Dir)
 	// The schema is the backup's: migrations for this release run next, and
 	// the Owner exists already.
 	for _, mk := range []string{instance.MarkerSeeded, instance.MarkerOwnerAnnounced} {
@@ -346,8 +500,8 @@ func (r *Restore) apply(ctx context.Context, log *slog.Logger, st *staged, local
 		}
 	}
 	// From now on this device writes the backups; the old one stops.
-	b, _ := json.MarshalIndent(snapshot.Owner{Device: r.Device, LocalDomain: rec.LocalDomain, Since: time.Now().UTC()}, "", "  ")
-	if err := r.Store.Put(ctx, snapshot.OwnerKey, bytes.NewReader(b)); err != nil {
+	owner := snapshot.Owner{InstanceID: rec.InstanceID, Device: r.Device, LocalDomain: rec.LocalDomain, Since: time.Now().UTC()}
+	if err := snapshot.WriteOwner(ctx, r.Store, st.key, owner); err != nil {
 		return err
 	}
 	return r.Dir.Unmark(instance.MarkerRestoring)
@@ -397,43 +551,78 @@ func (r *Restore) pgRestore(ctx context.Context, rec *instance.Record, dump stri
 }
 
 // placeMedia moves the staged blobs to their paths (a rename within the
-// media volume), copying when one blob serves several paths.
+// media volume), copying when one blob serves several paths. Whatever
+// stands in the way - a symlink, a file where a directory must be, a
+// directory where a file must be - is removed, never followed.
 func (r *Restore) placeMedia(st *staged) error {
+	_, root, err := r.roots()
+	if err != nil {
+		return err
+	}
+	defer root.Close()
 	uses := map[string]int{}
 	for _, e := range st.media {
 		uses[e.SHA256]++
 	}
 	for _, e := range st.media {
-		if strings.Contains(e.Path, "..") || filepath.IsAbs(e.Path) {
-			return fmt.Errorf("%w: media index has path %q", ErrCorrupt, e.Path)
+		if err := clearWay(root, e.Path); err != nil {
+			return fmt.Errorf("restore media %s: %w", e.Path, err)
 		}
-		dst := filepath.Join(r.MediaDir, filepath.FromSlash(e.Path))
-		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-			return err
-		}
-		src := filepath.Join(st.mediaAt, e.SHA256)
-		var err error
+		src := path.Join(mediaStaging, e.SHA256)
 		if uses[e.SHA256]--; uses[e.SHA256] == 0 {
-			err = os.Rename(src, dst)
+			err = root.Rename(src, e.Path)
 		} else {
-			err = copyFile(src, dst)
+			err = copyFile(root, src, e.Path)
 		}
 		if err != nil {
 			return fmt.Errorf("restore media %s: %w", e.Path, err)
 		}
-		os.Chmod(dst, e.Mode)
-		os.Chtimes(dst, e.ModTime, e.ModTime)
+		if err := root.Chmod(e.Path, e.Mode.Perm()); err != nil {
+			return fmt.Errorf("restore media %s: %w", e.Path, err)
+		}
+		if err := root.Chtimes(e.Path, e.ModTime, e.ModTime); err != nil {
+			return fmt.Errorf("restore media %s: %w", e.Path, err)
+		}
 	}
 	return nil
 }
 
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
+// clearWay makes p's parents directories and p itself free: what is not a
+// directory on the way, and whatever is at p, is removed.
+func clearWay(root *os.Root, p string) error {
+	parts := strings.Split(p, "/")
+	for i := 1; i < len(parts); i++ {
+		d := strings.Join(parts[:i], "/")
+		fi, err := root.Lstat(d)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			if err := root.Mkdir(d, 0o755); err != nil {
+				return err
+			}
+		case err != nil:
+			return err
+		case !fi.IsDir():
+			if err := root.Remove(d); err != nil {
+				return err
+			}
+			if err := root.Mkdir(d, 0o755); err != nil {
+				return err
+			}
+		}
+	}
+	if err := root.RemoveAll(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+func copyFile(root *os.Root, src, dst string) error {
+	in, err := root.Open(src)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	out, err := os.Create(dst)
+	out, err := root.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
 	}

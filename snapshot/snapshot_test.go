@@ -9,11 +9,17 @@ import (
 	"time"
 )
 
-func TestIDsSortByTimeAndParseBack(t *testing.T) {
+func TestIDsSortByTimeToTheMillisecondAndParseBack(t *testing.T) {
 	a := NewID(time.Date(2026, 11, 28, 3, 15, 0, 0, time.UTC))
 	b := NewID(time.Date(2026, 11, 28, 3, 15, 1, 0, time.FixedZone("x", 3600)))
-	if a != "20261128T031500Z" || !(b < a) {
-		t.Errorf("ids %s %s", a, b)
+	c := NewID(time.Date(2026, 11, 28, 3, 15, 0, 1e6, time.UTC))
+	if a != "20261128T031500.000Z" || !(b < a) || !(a < c) {
+		t.Errorf("ids %s %s %s", a, b, c)
+	}
+	for _, id := range []string{a, "20261128T031500Z"} { // the first releases' IDs stay valid
+		if at, err := IDTime(id); err != nil || !at.Equal(time.Date(2026, 11, 28, 3, 15, 0, 0, time.UTC)) {
+			t.Errorf("IDTime(%s) = %v, %v", id, at, err)
+		}
 	}
 	if id, ok := ParseManifestKey(ManifestKey(a)); !ok || id != a {
 		t.Errorf("ParseManifestKey(%s) = %s, %v", ManifestKey(a), id, ok)
@@ -23,7 +29,7 @@ func TestIDsSortByTimeAndParseBack(t *testing.T) {
 			t.Errorf("%s taken for a manifest", k)
 		}
 	}
-	if err := CheckID("latest"); err == nil || !strings.Contains(err.Error(), "20261128T031500Z") {
+	if err := CheckID("latest"); err == nil || !strings.Contains(err.Error(), "20261128T031500.000Z") {
 		t.Errorf("CheckID(latest) = %v; want an error with an example", err)
 	}
 }

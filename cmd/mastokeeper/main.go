@@ -22,6 +22,7 @@ import (
 	"github.com/mastodon-on-balena/mastodon-balena/mastodon"
 	"github.com/mastodon-on-balena/mastodon-balena/restore"
 	"github.com/mastodon-on-balena/mastodon-balena/sizing"
+	"github.com/mastodon-on-balena/mastodon-balena/snapshot"
 	"github.com/mastodon-on-balena/mastodon-balena/storage"
 )
 
@@ -49,8 +50,12 @@ Usage:
   mastokeeper backup                    take a backup now
   mastokeeper backup list               list the complete backups at BACKUP_TARGET
   mastokeeper backup verify ID          download, decrypt and check every part of backup ID
-  mastokeeper restore [--from URL] [--backup ID] [--force]
-                                        put a backup onto this device (the newest by default)
+  mastokeeper backup check              the scheduled verification, now: the newest backup whole,
+                                        a share of the media, damaged blobs uploaded again
+  mastokeeper restore [--from URL] [--backup ID] [--force] [--trust-old-format]
+                                        put a backup onto this device (the newest verified by default;
+                                        --trust-old-format: also backups made before they were
+                                        authenticated, only for a target no one else can write to)
 
 Everything is configured with environment variables (balena dashboard
 variables on a device); see README.md for the list.
@@ -318,7 +323,7 @@ func configCheck(stdout, stderr io.Writer) int {
 	if err := sealerFromEnv().CheckSeal(); err != nil {
 		problems = append(problems, err.Error())
 	}
-	if _, err := jobs.CompressionFromEnv(os.Getenv); err != nil {
+	if _, err := snapshot.CompressionFromEnv(os.Getenv); err != nil {
 		problems = append(problems, err.Error())
 	}
 	if s := sealerFromEnv(); s.Passphrase == "" && s.Recipient == "" {
@@ -452,7 +457,9 @@ func maintain(ctx context.Context, base *slog.Logger, cfg *config.Config, plan s
 	}
 	backup := jobs.Job{Name: "backup", Var: jobs.BackupScheduleVar, Default: jobs.DefaultBackupSchedule,
 		Run: func(ctx context.Context) error { return scheduledBackup(ctx, base.With("component", "backup")) }}
-	sched, _ := jobs.NewScheduler(os.Getenv, dir, jlog, append(cleanup.Jobs(), backup)...) // Run logs its problems
+	verify := jobs.Job{Name: "verification", Var: jobs.VerifyScheduleVar, Default: jobs.DefaultVerifySchedule,
+		Run: func(ctx context.Context) error { return scheduledVerify(ctx, base.With("component", "verify")) }}
+	sched, _ := jobs.NewScheduler(os.Getenv, dir, jlog, append(cleanup.Jobs(), backup, verify)...) // Run logs its problems
 	sched.Background("disk-pressure guard", cleanup.Guard)
 	if err := sched.Run(ctx); err != nil {
 		jlog.Warn(err.Error())

@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/mastodon-on-balena/mastodon-balena/storage"
 )
@@ -22,6 +23,9 @@ import (
 // tmpPrefix starts the name of an object being written; List skips such
 // files and keys may not have a segment starting with it.
 const tmpPrefix = ".mastokeeper-tmp-"
+
+// staleTemp is the age at which List removes a temporary file.
+const staleTemp = 24 * time.Hour
 
 const (
 	fileMode = 0o600
@@ -270,7 +274,15 @@ func (s *Store) List(ctx context.Context, prefix string) ([]storage.Object, erro
 			}
 			return nil
 		}
-		if strings.HasPrefix(d.Name(), tmpPrefix) || !d.Type().IsRegular() || !strings.HasPrefix(key, prefix) {
+		if strings.HasPrefix(d.Name(), tmpPrefix) {
+			// A write killed midway (kill -9, power cut) leaves its temporary
+			// file: no live write takes a day, so one that old is removed.
+			if fi, err := d.Info(); err == nil && time.Since(fi.ModTime()) > staleTemp {
+				os.Remove(p)
+			}
+			return nil
+		}
+		if !d.Type().IsRegular() || !strings.HasPrefix(key, prefix) {
 			return nil
 		}
 		fi, err := d.Info()

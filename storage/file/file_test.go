@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mastodon-on-balena/mastodon-balena/storage"
 	"github.com/mastodon-on-balena/mastodon-balena/storage/file"
@@ -100,5 +101,35 @@ func TestNewRejectsRelative(t *testing.T) {
 	}
 	if _, err := file.New(f); err == nil {
 		t.Error("New(a file): no error")
+	}
+}
+
+func TestListRemovesTheTemporaryFilesOfWritesKilledLongAgo(t *testing.T) {
+	dir := t.TempDir()
+	s, err := file.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := s.Put(ctx, "snapshots/a/db", strings.NewReader("x")); err != nil {
+		t.Fatal(err)
+	}
+	old := filepath.Join(dir, "snapshots", "a", ".mastokeeper-tmp-killed")
+	fresh := filepath.Join(dir, "snapshots", "a", ".mastokeeper-tmp-running")
+	for _, p := range []string{old, fresh} {
+		if err := os.WriteFile(p, []byte("half"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	day := time.Now().Add(-25 * time.Hour)
+	os.Chtimes(old, day, day)
+	if _, err := s.List(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(old); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a day-old temporary file is still there: %v", err)
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Errorf("a running write's temporary file was removed: %v", err)
 	}
 }

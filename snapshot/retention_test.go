@@ -1,17 +1,15 @@
-package jobs
+package snapshot
 
 import (
 	"math/rand/v2"
 	"testing"
 	"time"
-
-	"github.com/mastodon-on-balena/mastodon-balena/snapshot"
 )
 
-func snaps(times ...time.Time) []*snapshot.Manifest {
-	var ms []*snapshot.Manifest
+func snaps(times ...time.Time) []*Manifest {
+	var ms []*Manifest
 	for _, t := range times {
-		ms = append(ms, &snapshot.Manifest{ID: snapshot.NewID(t), CreatedAt: t})
+		ms = append(ms, &Manifest{ID: NewID(t), CreatedAt: t})
 	}
 	return ms
 }
