@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,8 +35,30 @@ type backupTarget struct {
 }
 
 // outages lets a test stop and start the object server of the target most
-// recently opened by the running test.
-var outages = map[*testing.T]struct{ stop, start func() error }{}
+// recently opened by the running test. Tests run in parallel: guarded.
+var (
+	outagesMu sync.Mutex
+	outages   = map[*testing.T]outage{}
+)
+
+type outage struct{ stop, start func() error }
+
+func setOutage(t *testing.T, o outage) {
+	outagesMu.Lock()
+	defer outagesMu.Unlock()
+	outages[t] = o
+	t.Cleanup(func() {
+		outagesMu.Lock()
+		defer outagesMu.Unlock()
+		delete(outages, t)
+	})
+}
+
+func outageOf(t *testing.T) outage {
+	outagesMu.Lock()
+	defer outagesMu.Unlock()
+	return outages[t]
+}
 
 func fileTarget(t *testing.T) []string {
 	return []string{"BACKUP_TARGET=file://" + t.TempDir()}
@@ -43,7 +66,7 @@ func fileTarget(t *testing.T) []string {
 
 func s3Target(t *testing.T) []string {
 	gw := storagetest.StartVersityGW(t)
-	outages[t] = struct{ stop, start func() error }{func() error { gw.Stop(); return nil }, gw.Start}
+	setOutage(t, outage{func() error { gw.Stop(); return nil }, gw.Start})
 	return []string{"BACKUP_TARGET=s3://" + gw.Bucket + "/mastodon", "BACKUP_S3_ENDPOINT=" + gw.Endpoint,
 		"BACKUP_S3_REGION=" + gw.Region, "BACKUP_S3_ACCESS_KEY_ID=" + gw.AccessKey, "BACKUP_S3_SECRET_ACCESS_KEY=" + gw.SecretKey,
 		"BACKUP_S3_PATH_STYLE=true", "BACKUP_S3_PART_SIZE=5MiB"}
@@ -55,7 +78,7 @@ func swiftTarget(t *testing.T) []string {
 	if err := sw.CreateContainer("backups"); err != nil {
 		t.Fatal(err)
 	}
-	outages[t] = struct{ stop, start func() error }{func() error { sw.StopObjectServer(); return nil }, sw.StartObjectServer}
+	setOutage(t, outage{func() error { sw.StopObjectServer(); return nil }, sw.StartObjectServer})
 	env := []string{"BACKUP_TARGET=swift://backups/mastodon", "BACKUP_SWIFT_SEGMENT_SIZE=1MiB"}
 	for k, v := range sw.Env() {
 		env = append(env, k+"="+v)
@@ -179,13 +202,18 @@ func (d *backupDevice) list(t *testing.T) []string {
 	return regexp.MustCompile(`(?m)^(`+idPattern+`)\s`).FindAllString(r.out, -1)
 }
 
+// forEachTarget runs f on every kind of target, side by side.
 func forEachTarget(t *testing.T, f func(t *testing.T, target backupTarget)) {
 	for _, target := range backupTargets {
-		t.Run(target.name, func(t *testing.T) { f(t, target) })
+		t.Run(target.name, func(t *testing.T) {
+			t.Parallel()
+			f(t, target)
+		})
 	}
 }
 
 func TestBackupIsCompleteVerifiableAndEncrypted(t *testing.T) {
+	t.Parallel()
 	forEachTarget(t, func(t *testing.T, target backupTarget) {
 		d := newBackupDevice(t, target)
 		id := d.backup(t)
@@ -245,6 +273,7 @@ func TestBackupIsCompleteVerifiableAndEncrypted(t *testing.T) {
 }
 
 func TestBackupKilledMidwayNeverLooksComplete(t *testing.T) {
+	t.Parallel()
 	forEachTarget(t, func(t *testing.T, target backupTarget) {
 		for _, at := range []string{"backup started", "database dumped", "media backed up"} {
 			t.Run(at, func(t *testing.T) {
@@ -276,6 +305,7 @@ func TestBackupKilledMidwayNeverLooksComplete(t *testing.T) {
 }
 
 func TestAChangedByteInAnyObjectIsRefused(t *testing.T) {
+	t.Parallel()
 	forEachTarget(t, func(t *testing.T, target backupTarget) {
 		d := newBackupDevice(t, target)
 		id := d.backup(t)
@@ -295,6 +325,7 @@ func TestAChangedByteInAnyObjectIsRefused(t *testing.T) {
 }
 
 func TestASecondBackupUploadsNoUnchangedMedia(t *testing.T) {
+	t.Parallel()
 	forEachTarget(t, func(t *testing.T, target backupTarget) {
 		d := newBackupDevice(t, target)
 		d.backup(t)
@@ -330,6 +361,7 @@ func mediaObjects(objs map[string]time.Time) map[string]time.Time {
 // The README's recipe works: age, zstd, jq and pg_restore alone open a
 // backup, with the passphrase typed at age's prompt.
 func TestABackupDecryptsByHandWithoutMastokeeper(t *testing.T) {
+	t.Parallel()
 	for _, tool := range []string{"age", "zstd", "jq", "pg_restore", "script"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			stackMissing(t, "%s (the README's decrypt-by-hand recipe)", tool)
@@ -375,11 +407,12 @@ age -d -i $WORK/backup-key.txt snapshots/$ID/media-index.json.age |
 }
 
 func TestObjectServerStoppedMidBackupFailsClearlyAndKeepsEarlierBackups(t *testing.T) {
+	t.Parallel()
 	for _, target := range backupTargets[1:] { // the servers: s3 and swift
 		t.Run(target.name, func(t *testing.T) {
 			d := newBackupDevice(t, target)
-			outage := outages[t]
-			defer delete(outages, t)
+			t.Parallel()
+			outage := outageOf(t)
 			first := d.backup(t)
 			time.Sleep(1100 * time.Millisecond)
 			writeRandom(t, filepath.Join(d.media, "media_attachments/files/109/000/009/original/new.png"), 2_000_000)
@@ -420,6 +453,7 @@ func TestObjectServerStoppedMidBackupFailsClearlyAndKeepsEarlierBackups(t *testi
 // With the tightest policy, only the newest backup stays - whole - and
 // nothing of the others is left but media it still needs.
 func TestRetentionOnEveryTargetKeepsTheNewestBackupWhole(t *testing.T) {
+	t.Parallel()
 	forEachTarget(t, func(t *testing.T, target backupTarget) {
 		d := newBackupDevice(t, target)
 		d.env = append(d.env, "BACKUP_KEEP_DAILY=0", "BACKUP_KEEP_WEEKLY=0")
@@ -456,6 +490,7 @@ func TestRetentionOnEveryTargetKeepsTheNewestBackupWhole(t *testing.T) {
 // A bad value refuses the backup before anything is stored, and nothing
 // else.
 func TestAFastCompressedBackupRestores(t *testing.T) {
+	t.Parallel()
 	old := newBackupDevice(t, backupTarget{"file", fileTarget})
 	if r := old.keeper(append(old.env, "BACKUP_COMPRESSION=fastest"), "backup"); r.code != 3 || !strings.Contains(r.out, "BACKUP_COMPRESSION") {
 		t.Errorf("BACKUP_COMPRESSION=fastest: exit %d, want 3 naming the variable:\n%s", r.code, r.out)

@@ -95,6 +95,7 @@ func (d *backupDevice) putManifest(t *testing.T, id string, m map[string]any, si
 }
 
 func TestTheManifestIsAnAuthenticatedEnvelopeAsDocumented(t *testing.T) {
+	t.Parallel()
 	d := newBackupDevice(t, backupTarget{"file", fileTarget})
 	id := d.backup(t)
 	key := "snapshots/" + id + "/manifest.json"

@@ -25,6 +25,7 @@ var (
 )
 
 func TestFirstBootProvisionsEverythingFromEmpty(t *testing.T) {
+	t.Parallel()
 	s := newStack(t)
 	r := s.provision()
 
@@ -93,6 +94,7 @@ func TestFirstBootProvisionsEverythingFromEmpty(t *testing.T) {
 }
 
 func TestSecondRunChangesNothing(t *testing.T) {
+	t.Parallel()
 	s := newStack(t)
 	s.provision()
 	before, record := s.stateSnapshot(), s.recordBytes()
@@ -121,6 +123,7 @@ func TestSecondRunChangesNothing(t *testing.T) {
 // command it runs) prints when the step begins. The keeper is killed with
 // SIGKILL there, with its children, then started again.
 func TestKillNineAtAnyStepThenRerunConverges(t *testing.T) {
+	t.Parallel()
 	steps := []struct{ name, line string }{
 		{"at start", ""},
 		{"after the record is written", "first boot: recorded"},
@@ -175,6 +178,7 @@ func TestKillNineAtAnyStepThenRerunConverges(t *testing.T) {
 }
 
 func TestChangedLocalDomainIsRefusedAndNothingChanges(t *testing.T) {
+	t.Parallel()
 	s := newStack(t)
 	s.provision()
 	before := s.stateSnapshot()
@@ -203,6 +207,7 @@ func TestChangedLocalDomainIsRefusedAndNothingChanges(t *testing.T) {
 }
 
 func TestTwoKeepersAtOnceRunOneMigration(t *testing.T) {
+	t.Parallel()
 	s := newStack(t)
 	both := func(extra ...string) {
 		var wg sync.WaitGroup
@@ -275,6 +280,7 @@ func mastodonEnv(s *stack) []string {
 const hostile = "it's \"quoted\" $HOME ${X} `id` \\back\\slash\nsecond line\ttab; rm -rf / # ünïcode"
 
 func TestLaunchedProcessGetsEveryVariableIntactAndItsSignals(t *testing.T) {
+	t.Parallel()
 	s := newStack(t, "BALENA_SUPERVISOR_API_KEY=supervisor-key", "BALENA_API_KEY=device-key")
 	report := filepath.Join(s.base, "web.json")
 	extra := []string{
@@ -351,6 +357,7 @@ func TestLaunchedProcessGetsEveryVariableIntactAndItsSignals(t *testing.T) {
 }
 
 func TestProvidedSecretsAreAdoptedThenGuarded(t *testing.T) {
+	t.Parallel()
 	gen := exec.Command(keeperBin, "secrets", "generate")
 	out, err := gen.Output()
 	if err != nil {
@@ -387,6 +394,7 @@ func TestProvidedSecretsAreAdoptedThenGuarded(t *testing.T) {
 }
 
 func TestDomainFromPublicURLWarnsItCanNeverMove(t *testing.T) {
+	t.Parallel()
 	s := newStack(t, unset("LOCAL_DOMAIN"), "BALENA_DEVICE_UUID=0123456789abcdef0123456789abcdef")
 	r := s.provision()
 	if got := s.record().LocalDomain; got != "0123456789abcdef0123456789abcdef.balena-devices.com" {
@@ -398,6 +406,7 @@ func TestDomainFromPublicURLWarnsItCanNeverMove(t *testing.T) {
 }
 
 func TestNoDomainAnywhereIsAClearError(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	cmd := exec.Command(keeperBin, "provision")
 	cmd.Env = []string{"MASTOKEEPER_STATE_DIR=" + dir, "MASTOKEEPER_MASTODON_VERSION=v4.7.0", "DB_HOST=127.0.0.1", "DB_PORT=1"}
@@ -411,6 +420,7 @@ func TestNoDomainAnywhereIsAClearError(t *testing.T) {
 }
 
 func TestAdminResetPassword(t *testing.T) {
+	t.Parallel()
 	s := newStack(t)
 	s.provision()
 	r := s.keeper(nil, "admin", "reset-password", "alice")
@@ -429,6 +439,7 @@ func TestAdminResetPassword(t *testing.T) {
 }
 
 func TestStatusRedactsSecrets(t *testing.T) {
+	t.Parallel()
 	s := newStack(t)
 	s.provision()
 	r := s.keeper(nil, "status")
@@ -443,6 +454,7 @@ func TestStatusRedactsSecrets(t *testing.T) {
 // The keeper service provisions, then runs its schedule; a bad schedule
 // names its variable and disables only its own job.
 func TestKeeperServiceRunsTheScheduleAndABadOneDisablesOnlyItsJob(t *testing.T) {
+	t.Parallel()
 	s := newStack(t)
 	k := s.start([]string{"BACKUP_SCHEDULE=every night", "BACKUP_PASSPHRASE=" + passphrase, "MEDIA_DIR=" + t.TempDir()}, "run")
 	if !k.waitFor("BACKUP_SCHEDULE", 90*time.Second) {

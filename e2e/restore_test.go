@@ -104,6 +104,7 @@ func newDevice(t *testing.T, old *backupDevice, stackEnv ...string) *backupDevic
 }
 
 func TestRestoreOntoNewHardwareKeepsEverything(t *testing.T) {
+	t.Parallel()
 	forEachTarget(t, func(t *testing.T, target backupTarget) {
 		old := newBackupDevice(t, target)
 		ctx := context.Background()
@@ -155,6 +156,7 @@ func TestRestoreOntoNewHardwareKeepsEverything(t *testing.T) {
 }
 
 func TestRestoreRefusesBeforeTouchingAnything(t *testing.T) {
+	t.Parallel()
 	forEachTarget(t, func(t *testing.T, target backupTarget) {
 		old := newBackupDevice(t, target)
 		id := old.backup(t)
@@ -201,6 +203,7 @@ func TestRestoreRefusesBeforeTouchingAnything(t *testing.T) {
 }
 
 func TestAnUpgradeTakesABackupBeforeMigrating(t *testing.T) {
+	t.Parallel()
 	d := newBackupDevice(t, backupTarget{"file", fileTarget})
 	r := d.provision(append(d.env, "MASTOKEEPER_MASTODON_VERSION=v4.7.1")...)
 	backupAt := strings.Index(r.out, "taking a backup before migrating")
@@ -227,6 +230,7 @@ func TestAnUpgradeTakesABackupBeforeMigrating(t *testing.T) {
 // A fresh device with RESTORE_FROM set takes the instance over by itself at
 // its first start.
 func TestAFreshDeviceWithRestoreFromTakesTheInstanceOver(t *testing.T) {
+	t.Parallel()
 	old, want := backedUpWith(t, `INSERT INTO statuses (account_id, text) VALUES (1, 'before the move')`)
 
 	nu := newDevice(t, old)
@@ -252,6 +256,7 @@ func TestAFreshDeviceWithRestoreFromTakesTheInstanceOver(t *testing.T) {
 // A new passphrase re-seals the backup key (which every backup shares):
 // from then on it, and only it, opens the target.
 func TestANewPassphraseReplacesTheOldOne(t *testing.T) {
+	t.Parallel()
 	old := newBackupDevice(t, backupTarget{"file", fileTarget})
 	old.backup(t)
 	again := old.keeper(old.env, "backup")
@@ -311,6 +316,7 @@ func (d *backupDevice) killWhenHeld(t *testing.T, path, held string, args ...str
 // so, until a restore finishes: the next one resumes without --force,
 // and RESTORE_FROM finishes it at the keeper's next start.
 func TestARestoreKilledMidwayIsFinishedByTheNext(t *testing.T) {
+	t.Parallel()
 	old, want := backedUpWith(t, `INSERT INTO statuses (account_id, text) VALUES (1, 'before the move')`)
 	nu := newDevice(t, old)
 	path, held := holdPgRestore(t)
@@ -356,6 +362,7 @@ func TestARestoreKilledMidwayIsFinishedByTheNext(t *testing.T) {
 // crosses them. This machine's PostgreSQL 15 backs up, a 17 server (the
 // images' major) takes the restore.
 func TestRestoreOntoANewerPostgreSQLMajor(t *testing.T) {
+	t.Parallel()
 	pg17 := filepath.Join(stackCacheDir(t), "pg17", "package", "native", "bin")
 	if _, err := os.Stat(filepath.Join(pg17, "postgres")); err != nil {
 		stackMissing(t, "a PostgreSQL 17 server in %s (scripts/install-test-deps installs it)", pg17)
@@ -381,6 +388,7 @@ func TestRestoreOntoANewerPostgreSQLMajor(t *testing.T) {
 // A dump from a newer major may use what an older server lacks: the
 // restore refuses before it drops anything.
 func TestRestoreRefusesABackupFromANewerMajor(t *testing.T) {
+	t.Parallel()
 	d := newBackupDevice(t, backupTarget{"file", fileTarget})
 	id := d.backup(t)
 	// As a genuine backup from PostgreSQL 99 would say: authenticated.
@@ -439,6 +447,7 @@ func startSupervisorStandIn(t *testing.T, appID, key string) (*supervisorStandIn
 // restored instance: migrated, web, sidekiq and streaming restarted through
 // the supervisor, and the keeper service restarting by itself.
 func TestARestoreOnARunningDeviceRestartsItsServices(t *testing.T) {
+	t.Parallel()
 	old, want := backedUpWith(t, `INSERT INTO statuses (account_id, text) VALUES (1, 'from the other device')`)
 
 	// This device runs an instance of its own, under the same name.
@@ -488,6 +497,7 @@ func TestARestoreOnARunningDeviceRestartsItsServices(t *testing.T) {
 // restores with the other. The other architecture's build runs here under
 // qemu's user-mode emulation (its pg_dump child runs natively).
 func TestABackupFromTheOtherArchitectureRestores(t *testing.T) {
+	t.Parallel()
 	other, qemuName, machine := "arm64", "qemu-aarch64-static", elf.EM_AARCH64
 	if runtime.GOARCH == "arm64" {
 		other, qemuName, machine = "amd64", "qemu-x86_64-static", elf.EM_X86_64

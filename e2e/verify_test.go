@@ -15,6 +15,7 @@ import (
 // the file is still there. A blob whose file is gone is reported, and the
 // check fails loudly.
 func TestTheScheduledCheckFindsAndRepairsADamagedMediaBlob(t *testing.T) {
+	t.Parallel()
 	forEachTarget(t, func(t *testing.T, target backupTarget) {
 		d := newBackupDevice(t, target)
 		id := d.backup(t)
