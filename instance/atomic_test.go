@@ -187,3 +187,24 @@ func TestWriteFileOnce_NeverReplacesAnExistingFile(t *testing.T) {
 		t.Errorf("%d files left; want only the record", len(ents))
 	}
 }
+
+func TestWritesInTheStateDirectoryNeverFollowASymlinkOut(t *testing.T) {
+	d := Dir{Path: t.TempDir()}
+	outside := t.TempDir()
+	// Planted by a service sharing the volume: the markers directory and
+	// the record lead outside it.
+	os.Symlink(outside, filepath.Join(d.Path, "markers"))
+	os.Symlink(filepath.Join(outside, "victim"), filepath.Join(d.Path, "instance.json"))
+	if err := d.Mark(MarkerSeeded); err == nil {
+		t.Error("a marker was written through a symlink leading out")
+	}
+	if err := d.WriteAtomic("instance.json", []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if names := onlyEntries(t, outside); len(names) != 0 {
+		t.Errorf("written outside the state directory: %v", names)
+	}
+	if fi, err := os.Lstat(filepath.Join(d.Path, "instance.json")); err != nil || !fi.Mode().IsRegular() {
+		t.Errorf("instance.json is %v, %v; want a regular file replacing the link", fi, err)
+	}
+}

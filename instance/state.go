@@ -67,10 +67,7 @@ func (d Dir) Create(r *Record) error {
 	if err != nil {
 		return fmt.Errorf("create instance record: %w", err)
 	}
-	if err := os.MkdirAll(d.Path, 0o700); err != nil {
-		return fmt.Errorf("create instance record: %w", err)
-	}
-	return WriteFileOnce(filepath.Join(d.Path, recordFile), append(b, '\n'), 0o600)
+	return d.WriteOnce(recordFile, append(b, '\n'), 0o600)
 }
 
 // NewInstanceID makes a random instance ID.
@@ -111,7 +108,7 @@ func (d Dir) Replace(rec *Record) error {
 	if err != nil {
 		return fmt.Errorf("write instance record: %w", err)
 	}
-	return WriteFileAtomic(d.RecordPath(), append(b, '\n'), 0o600)
+	return d.WriteAtomic(recordFile, append(b, '\n'), 0o600)
 }
 
 // RecordPath is where the record lives, for messages.
@@ -152,20 +149,15 @@ func (d Dir) Has(name string) bool {
 
 // Mark writes marker name with a timestamp.
 func (d Dir) Mark(name string) error {
-	if err := os.MkdirAll(filepath.Join(d.Path, "markers"), 0o700); err != nil {
-		return fmt.Errorf("mark %s: %w", name, err)
-	}
-	return WriteFileAtomic(d.markerPath(name), []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o644)
+	return d.WriteAtomic("markers/"+name, []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o644)
 }
 
 // Unmark removes marker name.
 func (d Dir) Unmark(name string) error {
-	if err := os.Remove(d.markerPath(name)); errors.Is(err, fs.ErrNotExist) {
-		return nil
-	} else if err != nil {
+	if err := d.Remove("markers/" + name); err != nil {
 		return fmt.Errorf("unmark %s: %w", name, err)
 	}
-	return syncDir(filepath.Join(d.Path, "markers"))
+	return nil
 }
 
 // ReadyVersions lists the versions the schema was ever made ready for.
@@ -187,11 +179,11 @@ func (d Dir) ClearReady() error {
 		return nil
 	}
 	for _, v := range vs {
-		if err := os.Remove(d.markerPath(ReadyMarker(v))); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := d.Remove("markers/" + ReadyMarker(v)); err != nil {
 			return fmt.Errorf("clear marker: %w", err)
 		}
 	}
-	return syncDir(filepath.Join(d.Path, "markers"))
+	return nil
 }
 
 // Markers lists the markers present.
@@ -274,10 +266,7 @@ func (d Dir) readOrCreate(name string, generate func() (string, error)) (string,
 	if err != nil {
 		return "", err
 	}
-	if err := os.MkdirAll(d.Path, 0o700); err != nil {
-		return "", fmt.Errorf("create %s: %w", path, err)
-	}
-	err = WriteFileOnce(path, []byte(v+"\n"), 0o600)
+	err = d.WriteOnce(name, []byte(v+"\n"), 0o600)
 	if errors.Is(err, fs.ErrExist) { // created meanwhile by another keeper
 		return d.readOrCreate(name, generate)
 	}

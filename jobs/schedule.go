@@ -523,11 +523,7 @@ func (s *Scheduler) lastSuccess(e *schedEntry) (time.Time, bool, error) {
 }
 
 func (s *Scheduler) recordSuccess(e *schedEntry, t time.Time) error {
-	p := lastPath(s.dir, e.Name)
-	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-		return fmt.Errorf("record the last run of %s: %w", e.Name, err)
-	}
-	if err := instance.WriteFileAtomic(p, []byte(t.UTC().Format(time.RFC3339Nano)+"\n"), 0o644); err != nil {
+	if err := s.dir.WriteAtomic("schedule/"+jobSlug(e.Name)+".last", []byte(t.UTC().Format(time.RFC3339Nano)+"\n"), 0o644); err != nil {
 		return fmt.Errorf("record the last run of %s: %w", e.Name, err)
 	}
 	return nil

@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -473,7 +472,7 @@ func (r *Restore) apply(ctx context.Context, log *slog.Logger, st *staged, local
 		return err
 	}
 	start := time.Now()
-	if err := r.pgRestore(ctx, rec, filepath.Join(r.Dir.Path, st.dump)); err != nil {
+	if err := r.pgRestore(ctx, rec, st.dump); err != nil {
 		return err
 	}
 	log.Info("database restored", "took", time.Since(start).Round(time.Second).String())
@@ -488,7 +487,7 @@ func (r *Restore) apply(ctx context.Context, log *slog.Logger, st *staged, local
 		}
 	}
 	// The restored instance's backup key opens its existing backups.
-	if err := instance.WriteFileAtomic(filepath.Join(r.Dir.Path, snapshot.KeyFile), []byte(st.key.String()+"\n"), 0o600); err != nil {
+	if err := r.Dir.WriteAtomic(snapshot.KeyFile, []byte(st.key.String()+"\n"), 0o600); err != nil {
 		return err
 	}
 	snapshot.ForgetLocalState(r.Dir)
@@ -528,7 +527,13 @@ func checkMajor(ctx context.Context, conn *pgx.Conn, m *snapshot.Manifest) error
 // pgRestore feeds the decompressed dump to pg_restore, creating every
 // object as Mastodon's role.
 func (r *Restore) pgRestore(ctx context.Context, rec *instance.Record, dump string) error {
-	f, err := os.Open(dump)
+	state, media, err := r.roots()
+	if err != nil {
+		return err
+	}
+	media.Close()
+	f, err := state.Open(dump) // through the root: a symlink swapped in leads nowhere
+	state.Close()
 	if err != nil {
 		return err
 	}

@@ -69,8 +69,8 @@ func (b *Backup) removeStaging() {
 // sealed key's checksum and the media sums - after a restore replaced the
 // instance: the next backup checks everything anew.
 func ForgetLocalState(d instance.Dir) {
-	os.Remove(filepath.Join(d.Path, sealedFile))
-	os.Remove(filepath.Join(d.Path, hashCacheFile))
+	d.Remove(sealedFile)
+	d.Remove(hashCacheFile)
 }
 
 // Backup takes one snapshot of the instance to a storage target: the
@@ -259,7 +259,7 @@ func (b *Backup) sealKey(ctx context.Context) error {
 	}
 	sum := sha256.Sum256(sealedKey)
 	rec, _ := json.Marshal(sealed{For: want, SHA256: hex.EncodeToString(sum[:])})
-	return instance.WriteFileAtomic(path, rec, 0o600)
+	return b.Dir.WriteAtomic(sealedFile, rec, 0o600)
 }
 
 // objectSum is the SHA-256 of a small object's stored bytes.
@@ -506,7 +506,7 @@ func (b *Backup) backupMedia(ctx context.Context, log *slog.Logger, res *Result)
 		kept[e.Path] = e
 	}
 	if cb, err := json.Marshal(kept); err == nil {
-		instance.WriteFileAtomic(cachePath, cb, 0o600)
+		b.Dir.WriteAtomic(hashCacheFile, cb, 0o600)
 	}
 	return nil
 }
@@ -738,7 +738,7 @@ func (b *Backup) nextRound() int {
 	p := filepath.Join(b.Dir.Path, verifyRoundFile)
 	raw, _ := os.ReadFile(p)
 	n, _ := strconv.Atoi(strings.TrimSpace(string(raw)))
-	instance.WriteFileAtomic(p, []byte(strconv.Itoa(n+1)+"\n"), 0o600) // best effort: a lost count only repeats a share
+	b.Dir.WriteAtomic(verifyRoundFile, []byte(strconv.Itoa(n+1)+"\n"), 0o600) // best effort: a lost count only repeats a share
 	return n
 }
 
