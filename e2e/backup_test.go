@@ -186,7 +186,7 @@ func writeRandom(t *testing.T, path string, size int) {
 func (d *backupDevice) backup(t *testing.T) string {
 	t.Helper()
 	r := d.keeper(d.env, "backup")
-	m := regexp.MustCompile(`backup (`+idPattern+`) complete`).FindStringSubmatch(r.out)
+	m := regexp.MustCompile(`backup (` + idPattern + `) complete`).FindStringSubmatch(r.out)
 	if r.code != 0 || m == nil {
 		t.Fatalf("backup exited %d:\n%s", r.code, r.out)
 	}

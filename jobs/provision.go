@@ -17,8 +17,8 @@ import (
 	"github.com/mastodon-on-balena/mastodon-balena/instance"
 	"github.com/mastodon-on-balena/mastodon-balena/mastodon"
 	"github.com/mastodon-on-balena/mastodon-balena/postgres"
-	"github.com/mastodon-on-balena/mastodon-balena/snapshot"
 	"github.com/mastodon-on-balena/mastodon-balena/sizing"
+	"github.com/mastodon-on-balena/mastodon-balena/snapshot"
 )
 
 // Provisioner brings an instance from nothing - or from any point a crash

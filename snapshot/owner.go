@@ -41,6 +41,9 @@ func ReadOwner(ctx context.Context, s storage.Store, k *Key) (*Owner, error) {
 		if jerr := json.Unmarshal(raw, &o); jerr != nil {
 			return nil, fmt.Errorf("%w: %s is unreadable: %v", ErrCorrupt, OwnerKey, jerr)
 		}
+		if o.LocalDomain == "" || o.Device == "" {
+			return nil, fmt.Errorf("%w: %s names no domain or no device", ErrCorrupt, OwnerKey)
+		}
 		return &o, err
 	}
 	if errors.Is(err, ErrUnauthentic) {

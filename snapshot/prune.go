@@ -74,9 +74,18 @@ func Prune(ctx context.Context, s storage.Store, k *Key, r Retention, instanceID
 		return err
 	}
 	var ms []*Manifest
+	needed := map[string]bool{}
+	manifests := map[string]bool{}
 	for _, m := range l.Snapshots {
 		if m.InstanceID == "" || m.InstanceID == instanceID {
 			ms = append(ms, m)
+			continue
+		}
+		// Same key, another instance ID (a fork restored elsewhere from
+		// an older backup): not this instance's to prune; kept whole.
+		manifests[m.ID] = true
+		for _, b := range m.MediaBlobs {
+			needed[BlobKey(b)] = true
 		}
 	}
 	for _, u := range l.Unreadable {
@@ -85,8 +94,6 @@ func Prune(ctx context.Context, s storage.Store, k *Key, r Retention, instanceID
 	}
 	verified := func(id string) bool { return rd.Verified(ctx, l, id) }
 	keep := r.Keep(ms, verified)
-	needed := map[string]bool{}
-	manifests := map[string]bool{}
 	for _, m := range l.Unreadable {
 		manifests[m.ID] = true
 	}

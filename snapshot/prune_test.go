@@ -165,3 +165,22 @@ func TestPruneRemovesOldFormatBackupsOnceNewOnesCoverThePolicy(t *testing.T) {
 		t.Errorf("new backups deleted: %v", got)
 	}
 }
+
+func TestPruneLeavesAnotherInstanceIDsBackupsWhole(t *testing.T) {
+	s, k := newTarget(t)
+	a := strings.Repeat("a", 64)
+	put(t, s, BlobKey(a), "A")
+	// Same key, another instance ID: restored elsewhere from an older backup.
+	m := testManifest(base.Add(-72*time.Hour), "social.example.org", a)
+	m.InstanceID = "fork"
+	put(t, s, ObjectKey(m.ID, DBDump), "dump")
+	put(t, s, ManifestKey(m.ID), string(k.seal("manifest", ManifestKey(m.ID), m)))
+	mine := putSnapshot(t, s, k, base, "social.example.org")
+	before := keys(t, s)
+	if err := Prune(context.Background(), s, k, Retention{}, "i1", slog.New(slog.DiscardHandler), time.Now().Add(48*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if got := keys(t, s); !slices.Equal(got, before) || !slices.Contains(got, ManifestKey(mine)) {
+		t.Errorf("left %v\nwant all of %v", got, before)
+	}
+}
