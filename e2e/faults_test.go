@@ -306,229 +306,231 @@ func exists(p string) bool {
 func TestFaultHostileManifests(t *testing.T) {
 	t.Parallel()
 	tally(t)
-	d := newBackupDevice(t, backupTarget{"file", fileTarget})
-	if _, err := d.db("mastodon_production").Exec(context.Background(), `INSERT INTO statuses (account_id, text) SELECT 1, 'hostile ' || g FROM generate_series(1, 300) g`); err != nil {
-		t.Fatal(err)
-	}
-	want := d.fingerprint(t)
-	id := d.backup(t)
-	mkey := manifestKey(id)
-	orig := d.read(t, mkey)
-	origIndex := d.read(t, "snapshots/"+id+"/media-index.json.age")
-	owner := d.read(t, "owner.json")
-	m := d.manifest(t, id)
-	putBack := func(t *testing.T) {
-		d.put(t, mkey, orig)
-		d.put(t, "snapshots/"+id+"/media-index.json.age", origIndex)
-		d.put(t, "owner.json", owner)
-	}
-	// Outside the media volume, where a path in a backup must never lead.
-	outside := filepath.Join(d.base, "x")
+	forEachTarget(t, func(t *testing.T, target backupTarget) {
+		d := newBackupDevice(t, target)
+		if _, err := d.db("mastodon_production").Exec(context.Background(), `INSERT INTO statuses (account_id, text) SELECT 1, 'hostile ' || g FROM generate_series(1, 300) g`); err != nil {
+			t.Fatal(err)
+		}
+		want := d.fingerprint(t)
+		id := d.backup(t)
+		mkey := manifestKey(id)
+		orig := d.read(t, mkey)
+		origIndex := d.read(t, "snapshots/"+id+"/media-index.json.age")
+		owner := d.read(t, "owner.json")
+		m := d.manifest(t, id)
+		putBack := func(t *testing.T) {
+			d.put(t, mkey, orig)
+			d.put(t, "snapshots/"+id+"/media-index.json.age", origIndex)
+			d.put(t, "owner.json", owner)
+		}
+		// Outside the media volume, where a path in a backup must never lead.
+		outside := filepath.Join(d.base, "x")
 
-	t.Run("an old-format manifest is not restored by default", func(t *testing.T) {
-		defer putBack(t)
-		hostileInputs.Add(1)
-		d.putManifest(t, id, anyMap(m), false)
-		if r := d.keeper(d.env, "backup", "list"); r.code != 0 || !strings.Contains(r.out, "old format") || !strings.Contains(r.out, "--trust-old-format") {
-			t.Errorf("backup list does not show the unauthenticated backup as such (exit %d):\n%s", r.code, r.out)
-		}
-		before := d.deviceState(t)
-		r := d.keeper(d.env, "restore", "--force")
-		if r.code != 3 || !strings.Contains(r.out, "--trust-old-format") || !strings.Contains(r.out, "old format") {
-			t.Errorf("restore of an old-format manifest: exit %d, want 3 naming --trust-old-format:\n%s", r.code, r.out)
-		}
-		r = d.keeper(d.env, "restore", "--force", "--backup", id)
-		if r.code != 3 || !strings.Contains(r.out, "--trust-old-format") {
-			t.Errorf("restore --backup of an old-format manifest: exit %d, want 3 naming --trust-old-format:\n%s", r.code, r.out)
-		}
-		d.assertUnchanged(t, "a refused restore of an old-format manifest", before)
-
-		// Nor at a new device's first boot with RESTORE_FROM.
-		nu := newDevice(t, d)
-		p := nu.keeper(append(nu.env, "RESTORE_FROM="+d.target(), unset("LOCAL_DOMAIN")), "provision")
-		if p.code != 3 || !strings.Contains(p.out, "--trust-old-format") {
-			t.Errorf("first boot with RESTORE_FROM and only an old-format backup: exit %d, want 3 naming --trust-old-format:\n%s", p.code, p.out)
-		}
-		if nu.recordBytes() != nil {
-			t.Error("the refused first boot provisioned or restored an instance")
-		}
-		// A person who knows no one else writes there restores it.
-		r = nu.keeper(nu.env, "restore", "--trust-old-format")
-		if r.code != 0 || !strings.Contains(r.out, "restored backup "+id) {
-			t.Fatalf("restore --trust-old-format exited %d:\n%s", r.code, r.out)
-		}
-		assertSameData(t, want, nu.fingerprint(t))
-		for rel, b := range localMedia(t, d.media) {
-			if got, err := os.ReadFile(filepath.Join(nu.media, rel)); err != nil || !bytes.Equal(got, b) {
-				t.Errorf("%s was not restored byte for byte", rel)
+		t.Run("an old-format manifest is not restored by default", func(t *testing.T) {
+			defer putBack(t)
+			hostileInputs.Add(1)
+			d.putManifest(t, id, anyMap(m), false)
+			if r := d.keeper(d.env, "backup", "list"); r.code != 0 || !strings.Contains(r.out, "old format") || !strings.Contains(r.out, "--trust-old-format") {
+				t.Errorf("backup list does not show the unauthenticated backup as such (exit %d):\n%s", r.code, r.out)
 			}
-		}
-	})
+			before := d.deviceState(t)
+			r := d.keeper(d.env, "restore", "--force")
+			if r.code != 3 || !strings.Contains(r.out, "--trust-old-format") || !strings.Contains(r.out, "old format") {
+				t.Errorf("restore of an old-format manifest: exit %d, want 3 naming --trust-old-format:\n%s", r.code, r.out)
+			}
+			r = d.keeper(d.env, "restore", "--force", "--backup", id)
+			if r.code != 3 || !strings.Contains(r.out, "--trust-old-format") {
+				t.Errorf("restore --backup of an old-format manifest: exit %d, want 3 naming --trust-old-format:\n%s", r.code, r.out)
+			}
+			d.assertUnchanged(t, "a refused restore of an old-format manifest", before)
 
-	t.Run("names in an old-format manifest are still checked", func(t *testing.T) {
-		defer putBack(t)
-		for _, bad := range []string{"../../x", "ab", "../../keeper/instance.json", strings.Repeat("A", 64), "/etc/passwd", ""} {
+			// Nor at a new device's first boot with RESTORE_FROM.
+			nu := newDevice(t, d)
+			p := nu.keeper(append(nu.env, "RESTORE_FROM="+d.target(), unset("LOCAL_DOMAIN")), "provision")
+			if p.code != 3 || !strings.Contains(p.out, "--trust-old-format") {
+				t.Errorf("first boot with RESTORE_FROM and only an old-format backup: exit %d, want 3 naming --trust-old-format:\n%s", p.code, p.out)
+			}
+			if nu.recordBytes() != nil {
+				t.Error("the refused first boot provisioned or restored an instance")
+			}
+			// A person who knows no one else writes there restores it.
+			r = nu.keeper(nu.env, "restore", "--trust-old-format")
+			if r.code != 0 || !strings.Contains(r.out, "restored backup "+id) {
+				t.Fatalf("restore --trust-old-format exited %d:\n%s", r.code, r.out)
+			}
+			assertSameData(t, want, nu.fingerprint(t))
+			for rel, b := range localMedia(t, d.media) {
+				if got, err := os.ReadFile(filepath.Join(nu.media, rel)); err != nil || !bytes.Equal(got, b) {
+					t.Errorf("%s was not restored byte for byte", rel)
+				}
+			}
+		})
+
+		t.Run("names in an old-format manifest are still checked", func(t *testing.T) {
+			defer putBack(t)
+			for _, bad := range []string{"../../x", "ab", "../../keeper/instance.json", strings.Repeat("A", 64), "/etc/passwd", ""} {
+				hostileInputs.Add(1)
+				mm := anyMap(m)
+				mm["media_blobs"] = append(blobsOf(m), bad)
+				d.putManifest(t, id, mm, false)
+				before := d.deviceState(t)
+				r := d.keeper(d.env, "restore", "--force", "--trust-old-format", "--backup", id)
+				if r.code == 0 || !strings.Contains(r.out, "damaged") {
+					t.Errorf("media blob %q: exit %d, want a refusal saying the backup is damaged:\n%s", bad, r.code, r.out)
+				}
+				d.assertUnchanged(t, fmt.Sprintf("a restore of a manifest listing blob %q", bad), before)
+				if exists(outside) || exists(filepath.Join(d.base, "etc")) {
+					t.Errorf("media blob %q: something was written outside the media volume", bad)
+				}
+			}
+		})
+
+		// The media index is encrypted to the backup key and its checksum is in
+		// the manifest: only someone holding the key can change it. Then too,
+		// and with an old-format manifest, every path is checked before anything
+		// is written.
+		t.Run("hostile paths in the media index", func(t *testing.T) {
+			defer putBack(t)
+			key := d.backupKey(t)
+			honest := honestIndex(t, d.media)
+			sum := honest[0].SHA256
+			instanceJSON := d.recordBytes()
+			for _, tc := range []struct {
+				name  string
+				entry indexEntry
+			}{
+				{"dot-dot", indexEntry{Path: "../../keeper/instance.json", Size: honest[0].Size, Mode: 0o644, SHA256: sum}},
+				{"dot-dot inside", indexEntry{Path: "media_attachments/../../../x", Size: honest[0].Size, Mode: 0o644, SHA256: sum}},
+				{"absolute", indexEntry{Path: filepath.Join(d.stateDir, "instance.json"), Size: honest[0].Size, Mode: 0o644, SHA256: sum}},
+				{"staging", indexEntry{Path: ".mastokeeper-restore/" + sum, Size: honest[0].Size, Mode: 0o644, SHA256: sum}},
+				{"hidden", indexEntry{Path: ".ssh/authorized_keys", Size: honest[0].Size, Mode: 0o644, SHA256: sum}},
+				{"backslash", indexEntry{Path: `..\..\x`, Size: honest[0].Size, Mode: 0o644, SHA256: sum}},
+				{"symlink mode", indexEntry{Path: "media_attachments/evil", Size: honest[0].Size, Mode: fs.ModeSymlink | 0o777, SHA256: sum}},
+				{"setuid mode", indexEntry{Path: "media_attachments/suid", Size: honest[0].Size, Mode: fs.ModeSetuid | 0o755, SHA256: sum}},
+				{"listed twice", indexEntry{Path: honest[0].Path, Size: honest[0].Size, Mode: 0o644, SHA256: sum}},
+				{"file and directory", indexEntry{Path: honest[0].Path + "/inner", Size: honest[0].Size, Mode: 0o644, SHA256: sum}},
+				{"unlisted blob", indexEntry{Path: "media_attachments/other.png", Size: 1, Mode: 0o644, SHA256: strings.Repeat("0", 64)}},
+			} {
+				for _, signed := range []bool{true, false} {
+					if !signed && tc.name != "dot-dot" && tc.name != "absolute" {
+						continue // the checks are the same; two are enough
+					}
+					t.Run(fmt.Sprintf("%s signed=%v", tc.name, signed), func(t *testing.T) {
+						hostileInputs.Add(1)
+						index := append(slices.Clone(honest), tc.entry)
+						plain, _ := json.Marshal(index)
+						stored := encryptFor(t, key, plain)
+						d.put(t, "snapshots/"+id+"/media-index.json.age", stored)
+						mm := anyMap(m)
+						setObject(mm, "media-index.json.age", stored)
+						mm["media_files"] = len(index)
+						d.putManifest(t, id, mm, signed)
+						before := d.deviceState(t)
+						args := []string{"restore", "--force", "--backup", id}
+						if !signed {
+							args = append(args, "--trust-old-format")
+						}
+						r := d.keeper(d.env, args...)
+						if r.code == 0 || !strings.Contains(r.out, "damaged") {
+							t.Errorf("exit %d, want a refusal saying the backup is damaged:\n%s", r.code, r.out)
+						}
+						d.assertUnchanged(t, "a restore of a hostile media index", before)
+						if !bytes.Equal(d.recordBytes(), instanceJSON) || exists(outside) || exists(filepath.Join(d.media, ".ssh")) {
+							t.Error("something was written outside its place")
+						}
+						if entries, _ := os.ReadDir(filepath.Join(d.media, ".mastokeeper-restore")); len(entries) > 0 {
+							t.Errorf("the refused restore left %d staged files", len(entries))
+						}
+					})
+				}
+			}
+		})
+
+		t.Run("a manifest moved to another backup's place", func(t *testing.T) {
+			defer putBack(t)
+			hostileInputs.Add(1)
+			at, _ := time.Parse("20060102T150405.000Z", id)
+			other := at.Add(time.Second).Format("20060102T150405.000Z")
+			for _, name := range []string{"db.dump.zst.age", "secrets.json.age", "media-index.json.age", "manifest.json", "verified.json"} {
+				d.put(t, "snapshots/"+other+"/"+name, d.read(t, "snapshots/"+id+"/"+name))
+			}
+			defer func() {
+				for key := range d.objects(t) {
+					if strings.HasPrefix(key, "snapshots/"+other+"/") {
+						d.del(t, key)
+					}
+				}
+			}()
+			l := d.keeper(d.env, "backup", "list")
+			if l.code != 0 || !regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(other)+`\s+unusable:.*not authenticated`).MatchString(l.out) ||
+				!regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(id)+`\s.*verified`).MatchString(l.out) {
+				t.Errorf("backup list does not show the moved manifest as unusable beside the real backup (exit %d):\n%s", l.code, l.out)
+			}
+			before := d.deviceState(t)
+			r := d.keeper(d.env, "restore", "--force", "--backup", other)
+			if r.code != 3 || !strings.Contains(r.out, "not authenticated") {
+				t.Errorf("restore of a moved manifest: exit %d, want 3 saying it is not authenticated:\n%s", r.code, r.out)
+			}
+			d.assertUnchanged(t, "a refused restore of a moved manifest", before)
+		})
+
+		t.Run("a re-signed manifest missing a media blob", func(t *testing.T) {
+			defer putBack(t)
 			hostileInputs.Add(1)
 			mm := anyMap(m)
-			mm["media_blobs"] = append(blobsOf(m), bad)
-			d.putManifest(t, id, mm, false)
+			mm["media_blobs"] = blobsOf(m)[1:]
+			d.putManifest(t, id, mm, true)
 			before := d.deviceState(t)
-			r := d.keeper(d.env, "restore", "--force", "--trust-old-format", "--backup", id)
-			if r.code == 0 || !strings.Contains(r.out, "damaged") {
-				t.Errorf("media blob %q: exit %d, want a refusal saying the backup is damaged:\n%s", bad, r.code, r.out)
+			r := d.keeper(d.env, "restore", "--force")
+			if r.code == 0 || !strings.Contains(r.out, "damaged") || !strings.Contains(r.out, "does not list") {
+				t.Errorf("exit %d, want a refusal saying the backup is damaged:\n%s", r.code, r.out)
 			}
-			d.assertUnchanged(t, fmt.Sprintf("a restore of a manifest listing blob %q", bad), before)
-			if exists(outside) || exists(filepath.Join(d.base, "etc")) {
-				t.Errorf("media blob %q: something was written outside the media volume", bad)
+			if strings.Contains(r.out, "failed midway") {
+				t.Errorf("the refusal came after the restore had begun:\n%s", r.out)
 			}
-		}
-	})
+			d.assertUnchanged(t, "a restore of a manifest missing a blob", before)
+			if slices.Contains(d.markers(), "restore-incomplete") {
+				t.Error("the refused restore marked the device as half-restored")
+			}
+		})
 
-	// The media index is encrypted to the backup key and its checksum is in
-	// the manifest: only someone holding the key can change it. Then too,
-	// and with an old-format manifest, every path is checked before anything
-	// is written.
-	t.Run("hostile paths in the media index", func(t *testing.T) {
-		defer putBack(t)
-		key := d.backupKey(t)
-		honest := honestIndex(t, d.media)
-		sum := honest[0].SHA256
-		instanceJSON := d.recordBytes()
-		for _, tc := range []struct {
-			name  string
-			entry indexEntry
-		}{
-			{"dot-dot", indexEntry{Path: "../../keeper/instance.json", Size: honest[0].Size, Mode: 0o644, SHA256: sum}},
-			{"dot-dot inside", indexEntry{Path: "media_attachments/../../../x", Size: honest[0].Size, Mode: 0o644, SHA256: sum}},
-			{"absolute", indexEntry{Path: filepath.Join(d.stateDir, "instance.json"), Size: honest[0].Size, Mode: 0o644, SHA256: sum}},
-			{"staging", indexEntry{Path: ".mastokeeper-restore/" + sum, Size: honest[0].Size, Mode: 0o644, SHA256: sum}},
-			{"hidden", indexEntry{Path: ".ssh/authorized_keys", Size: honest[0].Size, Mode: 0o644, SHA256: sum}},
-			{"backslash", indexEntry{Path: `..\..\x`, Size: honest[0].Size, Mode: 0o644, SHA256: sum}},
-			{"symlink mode", indexEntry{Path: "media_attachments/evil", Size: honest[0].Size, Mode: fs.ModeSymlink | 0o777, SHA256: sum}},
-			{"setuid mode", indexEntry{Path: "media_attachments/suid", Size: honest[0].Size, Mode: fs.ModeSetuid | 0o755, SHA256: sum}},
-			{"listed twice", indexEntry{Path: honest[0].Path, Size: honest[0].Size, Mode: 0o644, SHA256: sum}},
-			{"file and directory", indexEntry{Path: honest[0].Path + "/inner", Size: honest[0].Size, Mode: 0o644, SHA256: sum}},
-			{"unlisted blob", indexEntry{Path: "media_attachments/other.png", Size: 1, Mode: 0o644, SHA256: strings.Repeat("0", 64)}},
-		} {
-			for _, signed := range []bool{true, false} {
-				if !signed && tc.name != "dot-dot" && tc.name != "absolute" {
-					continue // the checks are the same; two are enough
+		t.Run("a forged owner record", func(t *testing.T) {
+			defer putBack(t)
+			for _, tc := range []struct {
+				forged string
+				// plausible: an owner record as releases before authentication
+				// wrote it, which a refusal may take at its word.
+				plausible bool
+			}{
+				{`{"hello":"world"}`, false},
+				{`{"format":1,"device":"someone-else","local_domain":"social.example.test","since":"2026-01-01T00:00:00Z"}`, true},
+				{`{"format":1,"device":"someone-else","local_domain":"evil.example","since":"2026-01-01T00:00:00Z"}`, true},
+				{`{"format":2,"kind":"owner","body":"e30=","hmac":"00"}`, false},
+				{`{"format":2,"kind":"manifest","body":"e30=","hmac":"zz"}`, false},
+				{`{"format":3}`, false},
+				{"\x00\xff not json at all", false},
+				{`[]`, false},
+			} {
+				hostileInputs.Add(1)
+				d.put(t, "owner.json", []byte(tc.forged))
+				before := d.contents(t)
+				r := d.keeper(d.env, "backup")
+				if r.code != 3 {
+					t.Errorf("owner.json %q: backup exit %d, want 3:\n%s", tc.forged, r.code, r.out)
 				}
-				t.Run(fmt.Sprintf("%s signed=%v", tc.name, signed), func(t *testing.T) {
-					hostileInputs.Add(1)
-					index := append(slices.Clone(honest), tc.entry)
-					plain, _ := json.Marshal(index)
-					stored := encryptFor(t, key, plain)
-					d.put(t, "snapshots/"+id+"/media-index.json.age", stored)
-					mm := anyMap(m)
-					setObject(mm, "media-index.json.age", stored)
-					mm["media_files"] = len(index)
-					d.putManifest(t, id, mm, signed)
-					before := d.deviceState(t)
-					args := []string{"restore", "--force", "--backup", id}
-					if !signed {
-						args = append(args, "--trust-old-format")
-					}
-					r := d.keeper(d.env, args...)
-					if r.code == 0 || !strings.Contains(r.out, "damaged") {
-						t.Errorf("exit %d, want a refusal saying the backup is damaged:\n%s", r.code, r.out)
-					}
-					d.assertUnchanged(t, "a restore of a hostile media index", before)
-					if !bytes.Equal(d.recordBytes(), instanceJSON) || exists(outside) || exists(filepath.Join(d.media, ".ssh")) {
-						t.Error("something was written outside its place")
-					}
-					if entries, _ := os.ReadDir(filepath.Join(d.media, ".mastokeeper-restore")); len(entries) > 0 {
-						t.Errorf("the refused restore left %d staged files", len(entries))
-					}
-				})
-			}
-		}
-	})
-
-	t.Run("a manifest moved to another backup's place", func(t *testing.T) {
-		defer putBack(t)
-		hostileInputs.Add(1)
-		at, _ := time.Parse("20060102T150405.000Z", id)
-		other := at.Add(time.Second).Format("20060102T150405.000Z")
-		for _, name := range []string{"db.dump.zst.age", "secrets.json.age", "media-index.json.age", "manifest.json", "verified.json"} {
-			d.put(t, "snapshots/"+other+"/"+name, d.read(t, "snapshots/"+id+"/"+name))
-		}
-		defer func() {
-			for key := range d.objects(t) {
-				if strings.HasPrefix(key, "snapshots/"+other+"/") {
-					d.del(t, key)
+				// A record that is no owner record at all is damage to name,
+				// with its remedy - not another instance to move away from.
+				if !tc.plausible && !strings.Contains(r.out, "owner.json") {
+					t.Errorf("owner.json %q: the refusal does not say owner.json is the problem:\n%s", tc.forged, r.out)
 				}
+				if strings.Contains(r.out, "backups of ,") || strings.Contains(r.out, "device ,") || strings.Contains(r.out, "device .") {
+					t.Errorf("owner.json %q: the refusal quotes the empty fields of the forged record:\n%s", tc.forged, r.out)
+				}
+				assertSameObjects(t, fmt.Sprintf("a backup refused by owner.json %q", tc.forged), before, d.contents(t))
 			}
-		}()
-		l := d.keeper(d.env, "backup", "list")
-		if l.code != 0 || !regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(other)+`\s+unusable:.*not authenticated`).MatchString(l.out) ||
-			!regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(id)+`\s.*verified`).MatchString(l.out) {
-			t.Errorf("backup list does not show the moved manifest as unusable beside the real backup (exit %d):\n%s", l.code, l.out)
-		}
-		before := d.deviceState(t)
-		r := d.keeper(d.env, "restore", "--force", "--backup", other)
-		if r.code != 3 || !strings.Contains(r.out, "not authenticated") {
-			t.Errorf("restore of a moved manifest: exit %d, want 3 saying it is not authenticated:\n%s", r.code, r.out)
-		}
-		d.assertUnchanged(t, "a refused restore of a moved manifest", before)
-	})
-
-	t.Run("a re-signed manifest missing a media blob", func(t *testing.T) {
-		defer putBack(t)
-		hostileInputs.Add(1)
-		mm := anyMap(m)
-		mm["media_blobs"] = blobsOf(m)[1:]
-		d.putManifest(t, id, mm, true)
-		before := d.deviceState(t)
-		r := d.keeper(d.env, "restore", "--force")
-		if r.code == 0 || !strings.Contains(r.out, "damaged") || !strings.Contains(r.out, "does not list") {
-			t.Errorf("exit %d, want a refusal saying the backup is damaged:\n%s", r.code, r.out)
-		}
-		if strings.Contains(r.out, "failed midway") {
-			t.Errorf("the refusal came after the restore had begun:\n%s", r.out)
-		}
-		d.assertUnchanged(t, "a restore of a manifest missing a blob", before)
-		if slices.Contains(d.markers(), "restore-incomplete") {
-			t.Error("the refused restore marked the device as half-restored")
-		}
-	})
-
-	t.Run("a forged owner record", func(t *testing.T) {
-		defer putBack(t)
-		for _, tc := range []struct {
-			forged string
-			// plausible: an owner record as releases before authentication
-			// wrote it, which a refusal may take at its word.
-			plausible bool
-		}{
-			{`{"hello":"world"}`, false},
-			{`{"format":1,"device":"someone-else","local_domain":"social.example.test","since":"2026-01-01T00:00:00Z"}`, true},
-			{`{"format":1,"device":"someone-else","local_domain":"evil.example","since":"2026-01-01T00:00:00Z"}`, true},
-			{`{"format":2,"kind":"owner","body":"e30=","hmac":"00"}`, false},
-			{`{"format":2,"kind":"manifest","body":"e30=","hmac":"zz"}`, false},
-			{`{"format":3}`, false},
-			{"\x00\xff not json at all", false},
-			{`[]`, false},
-		} {
-			hostileInputs.Add(1)
-			d.put(t, "owner.json", []byte(tc.forged))
-			before := d.contents(t)
-			r := d.keeper(d.env, "backup")
-			if r.code != 3 {
-				t.Errorf("owner.json %q: backup exit %d, want 3:\n%s", tc.forged, r.code, r.out)
-			}
-			// A record that is no owner record at all is damage to name,
-			// with its remedy - not another instance to move away from.
-			if !tc.plausible && !strings.Contains(r.out, "owner.json") {
-				t.Errorf("owner.json %q: the refusal does not say owner.json is the problem:\n%s", tc.forged, r.out)
-			}
-			if strings.Contains(r.out, "backups of ,") || strings.Contains(r.out, "device ,") || strings.Contains(r.out, "device .") {
-				t.Errorf("owner.json %q: the refusal quotes the empty fields of the forged record:\n%s", tc.forged, r.out)
-			}
-			assertSameObjects(t, fmt.Sprintf("a backup refused by owner.json %q", tc.forged), before, d.contents(t))
-		}
-		putBack(t)
-		d.backup(t) // the real record back, backups go on
+			putBack(t)
+			d.backup(t) // the real record back, backups go on
+		})
 	})
 }
 
@@ -540,78 +542,80 @@ func TestFaultHostileManifests(t *testing.T) {
 func TestFaultRestoreStagingIsNeverBackedUpAndEmptiedFirst(t *testing.T) {
 	t.Parallel()
 	tally(t)
-	d := newBackupDevice(t, backupTarget{"file", fileTarget})
-	staging := filepath.Join(d.media, ".mastokeeper-restore")
-	aPNG := filepath.Join(d.media, "media_attachments/files/109/000/001/original/a.png")
-	a, _ := os.ReadFile(aPNG)
-	planted := filepath.Join(staging, strings.Repeat("c", 64))
-	writeRandom(t, planted, 100_000)
-	writeRandom(t, filepath.Join(staging, "nested/deep/x.bin"), 10_000)
-	writeRandom(t, filepath.Join(d.media, ".other-hidden/y.bin"), 10_000)
-	faultsInjected.Add(3)
+	forEachTarget(t, func(t *testing.T, target backupTarget) {
+		d := newBackupDevice(t, target)
+		staging := filepath.Join(d.media, ".mastokeeper-restore")
+		aPNG := filepath.Join(d.media, "media_attachments/files/109/000/001/original/a.png")
+		a, _ := os.ReadFile(aPNG)
+		planted := filepath.Join(staging, strings.Repeat("c", 64))
+		writeRandom(t, planted, 100_000)
+		writeRandom(t, filepath.Join(staging, "nested/deep/x.bin"), 10_000)
+		writeRandom(t, filepath.Join(d.media, ".other-hidden/y.bin"), 10_000)
+		faultsInjected.Add(3)
 
-	r := d.keeper(d.env, "backup")
-	if r.code != 0 {
-		t.Fatalf("backup exited %d:\n%s", r.code, r.out)
-	}
-	id := backupIDs(r.out)[0]
-	if !strings.Contains(r.out, "removed what an interrupted restore left") {
-		t.Errorf("the backup does not say it removed the staging area:\n%s", r.out)
-	}
-	if exists(staging) {
-		t.Error("the staging area is still there after a backup")
-	}
-	if n := mediaFilesOf(d.manifest(t, id)); n != 3 {
-		t.Errorf("the backup stored %d media files, want the 3 uploads only", n)
-	}
-	if l := d.keeper(d.env, "backup", "list"); !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(id) + `\s.*\s3\s+verified`).MatchString(l.out) {
-		t.Errorf("backup list does not show 3 media files:\n%s", l.out)
-	}
-	for key := range d.objects(t) {
-		if strings.Contains(key, strings.Repeat("c", 64)) {
-			t.Errorf("the planted staging file was stored as %s", key)
+		r := d.keeper(d.env, "backup")
+		if r.code != 0 {
+			t.Fatalf("backup exited %d:\n%s", r.code, r.out)
 		}
-	}
-
-	// A restore empties the staging area first: a planted file under the
-	// name of a blob it needs does not become that upload.
-	writeRandom(t, filepath.Join(staging, sha(a)), len(a))
-	outsideDir := t.TempDir()
-	writeRandom(t, filepath.Join(outsideDir, "keep.bin"), 1000)
-	os.Symlink(outsideDir, filepath.Join(staging, "link"))
-	faultsInjected.Add(2)
-	outsideBefore := tree(t, outsideDir)
-	if r := d.keeper(d.env, "restore", "--force"); r.code != 0 {
-		t.Fatalf("restore exited %d:\n%s", r.code, r.out)
-	}
-	if got, _ := os.ReadFile(aPNG); !bytes.Equal(got, a) {
-		t.Error("a.png was restored from what was planted in the staging area")
-	}
-	if exists(staging) {
-		t.Error("the staging area is still there after the restore")
-	}
-	if !reflect.DeepEqual(outsideBefore, tree(t, outsideDir)) {
-		t.Error("emptying the staging area changed a directory outside it, through a symlink")
-	}
-
-	// The staging area itself a symlink to a directory outside: removed as
-	// a link by the backup and by the restore, never followed.
-	for _, job := range [][]string{{"backup"}, {"restore", "--force"}} {
-		os.RemoveAll(staging)
-		if err := os.Symlink(outsideDir, staging); err != nil {
-			t.Fatal(err)
+		id := backupIDs(r.out)[0]
+		if !strings.Contains(r.out, "removed what an interrupted restore left") {
+			t.Errorf("the backup does not say it removed the staging area:\n%s", r.out)
 		}
-		faultsInjected.Add(1)
-		if r := d.keeper(d.env, job...); r.code != 0 {
-			t.Fatalf("%v with the staging area a symlink exited %d:\n%s", job, r.code, r.out)
+		if exists(staging) {
+			t.Error("the staging area is still there after a backup")
+		}
+		if n := mediaFilesOf(d.manifest(t, id)); n != 3 {
+			t.Errorf("the backup stored %d media files, want the 3 uploads only", n)
+		}
+		if l := d.keeper(d.env, "backup", "list"); !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(id) + `\s.*\s3\s+verified`).MatchString(l.out) {
+			t.Errorf("backup list does not show 3 media files:\n%s", l.out)
+		}
+		for key := range d.objects(t) {
+			if strings.Contains(key, strings.Repeat("c", 64)) {
+				t.Errorf("the planted staging file was stored as %s", key)
+			}
+		}
+
+		// A restore empties the staging area first: a planted file under the
+		// name of a blob it needs does not become that upload.
+		writeRandom(t, filepath.Join(staging, sha(a)), len(a))
+		outsideDir := t.TempDir()
+		writeRandom(t, filepath.Join(outsideDir, "keep.bin"), 1000)
+		os.Symlink(outsideDir, filepath.Join(staging, "link"))
+		faultsInjected.Add(2)
+		outsideBefore := tree(t, outsideDir)
+		if r := d.keeper(d.env, "restore", "--force"); r.code != 0 {
+			t.Fatalf("restore exited %d:\n%s", r.code, r.out)
+		}
+		if got, _ := os.ReadFile(aPNG); !bytes.Equal(got, a) {
+			t.Error("a.png was restored from what was planted in the staging area")
+		}
+		if exists(staging) {
+			t.Error("the staging area is still there after the restore")
 		}
 		if !reflect.DeepEqual(outsideBefore, tree(t, outsideDir)) {
-			t.Errorf("%v wrote or deleted through the staging area's symlink: %v", job, tree(t, outsideDir))
+			t.Error("emptying the staging area changed a directory outside it, through a symlink")
 		}
-		if fi, err := os.Lstat(staging); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
-			t.Errorf("%v left the symlinked staging area in place", job)
+
+		// The staging area itself a symlink to a directory outside: removed as
+		// a link by the backup and by the restore, never followed.
+		for _, job := range [][]string{{"backup"}, {"restore", "--force"}} {
+			os.RemoveAll(staging)
+			if err := os.Symlink(outsideDir, staging); err != nil {
+				t.Fatal(err)
+			}
+			faultsInjected.Add(1)
+			if r := d.keeper(d.env, job...); r.code != 0 {
+				t.Fatalf("%v with the staging area a symlink exited %d:\n%s", job, r.code, r.out)
+			}
+			if !reflect.DeepEqual(outsideBefore, tree(t, outsideDir)) {
+				t.Errorf("%v wrote or deleted through the staging area's symlink: %v", job, tree(t, outsideDir))
+			}
+			if fi, err := os.Lstat(staging); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+				t.Errorf("%v left the symlinked staging area in place", job)
+			}
 		}
-	}
+	})
 }
 
 // --- 3. symlinks planted in the media volume -----------------------------------
@@ -828,39 +832,41 @@ func TestFaultPurgedAndProvisionedAnewDoesNotTouchTheOldBackups(t *testing.T) {
 func TestFaultTwoBackupsAtOnce(t *testing.T) {
 	t.Parallel()
 	tally(t)
-	// The job lock is local: the target makes no difference.
-	d := newBackupDevice(t, backupTarget{"file", fileTarget})
-	faultsInjected.Add(1)
-	a := d.start(d.env, "backup")
-	b := d.start(d.env, "backup")
-	ca, cb := a.wait(t, 3*time.Minute), b.wait(t, 3*time.Minute)
-	logs := d.allLogs()
-	if ca != 0 || cb != 0 {
-		t.Fatalf("concurrent backups exited %d and %d:\n%s", ca, cb, logs)
-	}
-	if !strings.Contains(logs, "waiting for the job that is running") {
-		t.Errorf("neither backup waited for the other's job lock")
-	}
-	ids := backupIDs(logs)
-	if len(ids) != 2 || ids[0] == ids[1] {
-		t.Fatalf("backup IDs %v; want two distinct", ids)
-	}
-	slices.Sort(ids)
-	// One backup a day is kept: the second prunes the first, whole.
-	d.verify(t, ids[1])
-	listed := d.list(t)
-	if len(listed) == 2 {
-		d.verify(t, ids[0])
-	} else {
-		if len(listed) != 1 || !strings.HasPrefix(listed[0], ids[1]) || !strings.Contains(logs, "deleted a backup the retention policy does not keep") {
-			t.Errorf("listed %q; want both, or the newest with the other pruned by retention", listed)
+	// The job lock is local; the free-ID check asks the target.
+	forEachTarget(t, func(t *testing.T, target backupTarget) {
+		d := newBackupDevice(t, target)
+		faultsInjected.Add(1)
+		a := d.start(d.env, "backup")
+		b := d.start(d.env, "backup")
+		ca, cb := a.wait(t, 3*time.Minute), b.wait(t, 3*time.Minute)
+		logs := d.allLogs()
+		if ca != 0 || cb != 0 {
+			t.Fatalf("concurrent backups exited %d and %d:\n%s", ca, cb, logs)
 		}
-		for key := range d.objects(t) {
-			if strings.HasPrefix(key, "snapshots/"+ids[0]+"/") {
-				t.Errorf("%s of the pruned backup is left", key)
+		if !strings.Contains(logs, "waiting for the job that is running") {
+			t.Errorf("neither backup waited for the other's job lock")
+		}
+		ids := backupIDs(logs)
+		if len(ids) != 2 || ids[0] == ids[1] {
+			t.Fatalf("backup IDs %v; want two distinct", ids)
+		}
+		slices.Sort(ids)
+		// One backup a day is kept: the second prunes the first, whole.
+		d.verify(t, ids[1])
+		listed := d.list(t)
+		if len(listed) == 2 {
+			d.verify(t, ids[0])
+		} else {
+			if len(listed) != 1 || !strings.HasPrefix(listed[0], ids[1]) || !strings.Contains(logs, "deleted a backup the retention policy does not keep") {
+				t.Errorf("listed %q; want both, or the newest with the other pruned by retention", listed)
+			}
+			for key := range d.objects(t) {
+				if strings.HasPrefix(key, "snapshots/"+ids[0]+"/") {
+					t.Errorf("%s of the pruned backup is left", key)
+				}
 			}
 		}
-	}
+	})
 }
 
 // --- 7. media changing during a backup --------------------------------------------
