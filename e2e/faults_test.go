@@ -1437,3 +1437,53 @@ func TestFaultRetentionKeepsWholeBackupsOfTheSameKeyUnderAnotherInstanceID(t *te
 		t.Errorf("backup %s is gone from the list", newer)
 	}
 }
+
+// --- 6b. a restore, a backup and an upgrade's backup at once ----------------------
+
+// A restore, a backup typed in a terminal and the backup an upgrade takes
+// before migrating, all started together, take turns on the job lock: each
+// finishes, no backup catches the restore halfway (every backup listed
+// verifies), and the device ends with the data of the restored backup or
+// of a backup taken after it.
+func TestFaultRestoreBackupAndUpgradeBackupAtOnce(t *testing.T) {
+	t.Parallel()
+	tally(t)
+	forEachTarget(t, func(t *testing.T, target backupTarget) {
+		d := newBackupDevice(t, target)
+		if _, err := d.db("mastodon_production").Exec(context.Background(), `INSERT INTO statuses (account_id, text) SELECT 1, 'race ' || g FROM generate_series(1, 200) g`); err != nil {
+			t.Fatal(err)
+		}
+		want := d.fingerprint(t)
+		first := d.backup(t)
+		faultsInjected.Add(3)
+		// The newest: the backup may prune the first (one a day is kept).
+		d.verify(t, first)
+		restore := d.start(d.env, "restore", "--force")
+		backup := d.start(d.env, "backup")
+		upgrade := d.start(append(d.env, "MASTOKEEPER_MASTODON_VERSION=v4.7.1"), "provision")
+		codes := []int{restore.wait(t, 3*time.Minute), backup.wait(t, 3*time.Minute), upgrade.wait(t, 3*time.Minute)}
+		logs := d.allLogs()
+		if codes[0] != 0 || codes[1] != 0 || codes[2] != 0 {
+			t.Fatalf("restore, backup and upgrade exited %v:\n%s", codes, logs)
+		}
+		if !strings.Contains(logs, "waiting for the job that is running") {
+			t.Error("no job waited for another's lock")
+		}
+		if slices.Contains(d.markers(), "restore-incomplete") {
+			t.Error("the device is left marked half-restored")
+		}
+		ids := usable(t, d)
+		if len(ids) == 0 {
+			t.Fatal("no backup is left")
+		}
+		for _, id := range ids {
+			d.verify(t, id)
+		}
+		// The upgrade's migration, before or after the restore, may add
+		// its own row: the instance's data is what must be the same.
+		got := d.fingerprint(t)
+		delete(want, "table schema_migrations")
+		delete(got, "table schema_migrations")
+		assertSameData(t, want, got)
+	})
+}

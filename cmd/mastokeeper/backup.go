@@ -223,8 +223,8 @@ func (e *backupEnv) check(ctx context.Context, log *slog.Logger) (*snapshot.Chec
 }
 
 // backupBeforeMigrate takes a backup before an upgrade's migrations, when
-// backups can be opened elsewhere (a passphrase or an age key is set). It
-// waits for any other job (a backup or restore in a terminal) first.
+// backups can be opened elsewhere (a passphrase or an age key is set).
+// Provisioning holds the job lock.
 func backupBeforeMigrate(ctx context.Context, log *slog.Logger) error {
 	if s := sealerFromEnv(); s.Passphrase == "" && s.Recipient == "" {
 		log.Warn("no backup before migrating: set BACKUP_PASSPHRASE to have one taken before every upgrade")
@@ -235,11 +235,6 @@ func backupBeforeMigrate(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	unlock, err := lockJobs(ctx, e.dir, log)
-	if err != nil {
-		return err
-	}
-	defer unlock()
 	_, err = e.backupNow(ctx, log)
 	return err
 }

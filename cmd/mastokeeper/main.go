@@ -398,7 +398,17 @@ func tootctl(argv []string, stderr io.Writer) int {
 
 // provision brings the instance to this release: record, database,
 // migrations (after a backup when backupFirst), Owner.
+//
+// It holds the job lock throughout: the backup before migrating needs it,
+// and taking it only then, under the database's schema lock, would
+// deadlock against a restore that holds the job lock and waits for the
+// schema lock.
 func provision(ctx context.Context, base *slog.Logger, logOut io.Writer, cfg *config.Config, plan sizing.Plan, backupFirst bool) error {
+	unlock, err := lockJobs(ctx, instance.Dir{Path: cfg.StateDir}, base.With("component", "keeper"))
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	p := &jobs.Provisioner{Cfg: cfg, Getenv: os.Getenv, Environ: os.Environ(), Plan: plan, Log: base.With("component", "keeper"), Banner: logOut}
 	if backupFirst {
 		p.BeforeMigrate = func(ctx context.Context) error { return backupBeforeMigrate(ctx, base.With("component", "backup")) }
