@@ -1487,3 +1487,21 @@ func TestFaultRestoreBackupAndUpgradeBackupAtOnce(t *testing.T) {
 		assertSameData(t, want, got)
 	})
 }
+
+// A backup refused for its configuration (no passphrase, one too short)
+// writes nothing at all to the target: no owner record, no key.
+func TestFaultARefusedBackupWritesNothingToTheTarget(t *testing.T) {
+	t.Parallel()
+	tally(t)
+	d := newBackupDevice(t, backupTarget{"file", fileTarget})
+	for _, bad := range []string{"BACKUP_PASSPHRASE=", "BACKUP_PASSPHRASE=hunter2"} {
+		hostileInputs.Add(1)
+		r := d.keeper(append(d.env, bad), "backup")
+		if r.code != 3 || !strings.Contains(r.out, "BACKUP_PASSPHRASE") {
+			t.Errorf("%s: exit %d; want 3 naming the variable:\n%s", bad, r.code, r.out)
+		}
+		if objs := d.objects(t); len(objs) != 0 {
+			t.Errorf("%s: the refused backup wrote %v", bad, objs)
+		}
+	}
+}

@@ -135,6 +135,14 @@ func (b *Backup) Run(ctx context.Context) (*Result, error) {
 	if b.Rec.InstanceID == "" {
 		return nil, errors.New("the instance record has no instance ID yet (the keeper adds it at its start)")
 	}
+	// A backup that cannot seal its key is refused before it writes
+	// anything to the target, owner record included.
+	if b.Sealer.Passphrase == "" && b.Sealer.Recipient == "" {
+		return nil, &RefusedError{Err: errors.New("set BACKUP_PASSPHRASE (or BACKUP_AGE_RECIPIENT) so that backups can be opened on new hardware (example: BACKUP_PASSPHRASE=\"four random words you keep elsewhere\")")}
+	}
+	if err := b.Sealer.CheckSeal(); err != nil {
+		return nil, &RefusedError{Err: err}
+	}
 	b.removeStaging()
 	me := Owner{InstanceID: b.Rec.InstanceID, Device: b.Device, LocalDomain: b.Rec.LocalDomain, Since: b.now().UTC()}
 	if err := Claim(ctx, b.Store, b.Key, me); err != nil {
