@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,9 +22,7 @@ func TestTheScheduledCheckFindsAndRepairsADamagedMediaBlob(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s := sha256.Sum256(content)
-		sum := hex.EncodeToString(s[:])
-		blob := "media/" + sum[:2] + "/" + sum + ".age"
+		blob := blobKey(sha(content))
 		d.flip(t, blob, func(n int) int { return n - 20 })
 		if r := d.keeper(d.env, "backup", "verify", id); r.code == 0 || !strings.Contains(r.out, "damaged") {
 			t.Fatalf("verify passed a damaged blob (exit %d):\n%s", r.code, r.out)

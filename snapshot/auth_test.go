@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -203,16 +204,11 @@ func readAll(t *testing.T, s storage.Store, key string) []byte {
 		t.Fatal(err)
 	}
 	defer rc.Close()
-	var b strings.Builder
-	buf := make([]byte, 4096)
-	for {
-		n, err := rc.Read(buf)
-		b.Write(buf[:n])
-		if err != nil {
-			break
-		}
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return []byte(b.String())
+	return b
 }
 
 func encryptTo(t *testing.T, s storage.Store, k *Key, key, text string) {
