@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/mastodon-on-balena/mastodon-balena/instance"
+	"github.com/mastodon-on-balena/mastodon-balena/problem"
 	"github.com/mastodon-on-balena/mastodon-balena/sizing"
 )
 
@@ -37,28 +38,6 @@ type Config struct {
 // RedisAddr is Redis's host:port.
 func (c *Config) RedisAddr() string { return net.JoinHostPort(c.RedisHost, strconv.Itoa(c.RedisPort)) }
 
-// Problem is one bad variable: its name, what is wrong and a good value.
-type Problem struct{ Var, What, Example string }
-
-func (p Problem) String() string {
-	s := p.Var + " " + p.What
-	if p.Example != "" {
-		s += " (example: " + p.Var + "=" + p.Example + ")"
-	}
-	return s
-}
-
-// Error bundles every problem found, so a person fixes them in one go.
-type Error struct{ Problems []Problem }
-
-func (e *Error) Error() string {
-	lines := make([]string, len(e.Problems))
-	for i, p := range e.Problems {
-		lines[i] = "  - " + p.String()
-	}
-	return fmt.Sprintf("%d configuration problem(s):\n%s", len(e.Problems), strings.Join(lines, "\n"))
-}
-
 var (
 	usernameRe = regexp.MustCompile(`^[A-Za-z0-9_]{1,30}$`)
 	emailRe    = regexp.MustCompile(`^[^@\s]+@[^@\s]+\.[^@\s]+$`)
@@ -68,8 +47,8 @@ var (
 // every problem. The domain is checked but resolved separately (see
 // instance.ResolveDomain) because the recorded one wins after first boot.
 func Load(getenv func(string) string) (*Config, error) {
-	var ps []Problem
-	add := func(v, what, ex string) { ps = append(ps, Problem{v, what, ex}) }
+	var ps problem.List
+	add := func(v, what, ex string) { ps = append(ps, problem.Problem{Var: v, What: what, Example: ex}) }
 	def := func(name, d string) string {
 		if v := getenv(name); v != "" {
 			return v
@@ -147,7 +126,7 @@ func Load(getenv func(string) string) (*Config, error) {
 	}
 	ps = append(ps, checkProvidedSecrets(getenv)...)
 	if len(ps) > 0 {
-		return c, &Error{Problems: ps}
+		return c, ps
 	}
 	return c, nil
 }
@@ -191,21 +170,21 @@ var secretExamples = map[string]string{
 
 // checkProvidedSecrets validates secrets a person set to adopt an existing
 // instance's. Messages name the variable, never its value.
-func checkProvidedSecrets(getenv func(string) string) []Problem {
-	var ps []Problem
+func checkProvidedSecrets(getenv func(string) string) []problem.Problem {
+	var ps []problem.Problem
 	for _, name := range instance.SecretNames {
 		if v := getenv(name); v != "" {
 			if msg := instance.CheckSecret(name, v); msg != "" {
-				ps = append(ps, Problem{name, msg, secretExamples[name]})
+				ps = append(ps, problem.Problem{Var: name, What: msg, Example: secretExamples[name]})
 			}
 		}
 	}
 	priv, pub := getenv(instance.VAPIDPrivateKey), getenv(instance.VAPIDPublicKey)
 	if (priv == "") != (pub == "") {
-		ps = append(ps, Problem{"VAPID_PRIVATE_KEY", "and VAPID_PUBLIC_KEY must be set together or not at all", ""})
+		ps = append(ps, problem.Problem{Var: "VAPID_PRIVATE_KEY", What: "and VAPID_PUBLIC_KEY must be set together or not at all"})
 	} else if priv != "" && instance.CheckSecret(instance.VAPIDPrivateKey, priv) == "" {
 		if msg := instance.CheckVAPIDPair(priv, pub); msg != "" {
-			ps = append(ps, Problem{"VAPID_PUBLIC_KEY", "does not belong to VAPID_PRIVATE_KEY", ""})
+			ps = append(ps, problem.Problem{Var: "VAPID_PUBLIC_KEY", What: "does not belong to VAPID_PRIVATE_KEY"})
 		}
 	}
 	return ps

@@ -8,6 +8,7 @@ import (
 
 	"github.com/mastodon-on-balena/mastodon-balena/config"
 	"github.com/mastodon-on-balena/mastodon-balena/instance"
+	"github.com/mastodon-on-balena/mastodon-balena/problem"
 )
 
 func envOf(m map[string]string) func(string) string {
@@ -24,18 +25,18 @@ func secrets(t *testing.T) instance.Secrets {
 }
 
 // problems loads env and returns the problems, failing unless the error is
-// a *config.Error.
-func problems(t *testing.T, env map[string]string) ([]config.Problem, string) {
+// a problem.List.
+func problems(t *testing.T, env map[string]string) ([]problem.Problem, string) {
 	t.Helper()
 	_, err := config.Load(envOf(env))
 	if err == nil {
 		return nil, ""
 	}
-	var ce *config.Error
+	var ce problem.List
 	if !errors.As(err, &ce) {
-		t.Fatalf("Load error %v is a %T; want *config.Error", err, err)
+		t.Fatalf("Load error %v is a %T; want a problem.List", err, err)
 	}
-	return ce.Problems, err.Error()
+	return ce, err.Error()
 }
 
 func TestLoad_EmptyEnvironmentGivesTheDefaults(t *testing.T) {
@@ -144,15 +145,15 @@ func TestLoad_ListsEveryProblemAtOnce(t *testing.T) {
 		"VAPID_PUBLIC_KEY",
 	}
 	c, err := config.Load(envOf(env))
-	var ce *config.Error
+	var ce problem.List
 	if !errors.As(err, &ce) {
-		t.Fatalf("Load = %v; want a *config.Error", err)
+		t.Fatalf("Load = %v; want a problem.List", err)
 	}
 	if c == nil {
 		t.Error("Load returned no Config alongside the error (healthcheck and status need one)")
 	}
-	got := map[string]config.Problem{}
-	for _, p := range ce.Problems {
+	got := map[string]problem.Problem{}
+	for _, p := range ce {
 		got[p.Var] = p
 	}
 	for _, v := range wantVars {
@@ -160,14 +161,14 @@ func TestLoad_ListsEveryProblemAtOnce(t *testing.T) {
 			t.Errorf("%s was not reported", v)
 		}
 	}
-	if len(ce.Problems) != len(wantVars) {
-		t.Errorf("got %d problems, want %d:\n%s", len(ce.Problems), len(wantVars), err)
+	if len(ce) != len(wantVars) {
+		t.Errorf("got %d problems, want %d:\n%s", len(ce), len(wantVars), err)
 	}
 	text := err.Error()
-	if !strings.HasPrefix(text, "12 configuration problem(s):\n") {
+	if !strings.HasPrefix(text, "12 configuration problems:\n") {
 		t.Errorf("error does not start with the count: %q", text)
 	}
-	for _, p := range ce.Problems {
+	for _, p := range ce {
 		if !strings.Contains(text, "  - "+p.String()) {
 			t.Errorf("error text does not list %q", p.String())
 		}
@@ -332,34 +333,6 @@ func TestLoad_BadVAPIDPrivateKeyIsNotAlsoReportedAsAMismatch(t *testing.T) {
 	})
 	if len(ps) != 1 || ps[0].Var != instance.VAPIDPrivateKey {
 		t.Errorf("problems = %+v; want only VAPID_PRIVATE_KEY's\n%s", ps, text)
-	}
-}
-
-func TestProblemString(t *testing.T) {
-	tests := []struct {
-		p    config.Problem
-		want string
-	}{
-		{config.Problem{Var: "DB_PORT", What: `is "x"; it must be a number`, Example: "5432"},
-			`DB_PORT is "x"; it must be a number (example: DB_PORT=5432)`},
-		{config.Problem{Var: "REDIS_NAMESPACE", What: "is set; remove it"},
-			"REDIS_NAMESPACE is set; remove it"},
-	}
-	for _, tc := range tests {
-		if got := tc.p.String(); got != tc.want {
-			t.Errorf("String() = %q; want %q", got, tc.want)
-		}
-	}
-}
-
-func TestErrorText(t *testing.T) {
-	e := &config.Error{Problems: []config.Problem{
-		{Var: "A", What: "is bad", Example: "1"},
-		{Var: "B", What: "is worse"},
-	}}
-	want := "2 configuration problem(s):\n  - A is bad (example: A=1)\n  - B is worse"
-	if got := e.Error(); got != want {
-		t.Errorf("Error() = %q; want %q", got, want)
 	}
 }
 

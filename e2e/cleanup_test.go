@@ -217,7 +217,7 @@ func TestCleanup_RefusesPreviewCardRetentionBelow14Days(t *testing.T) {
 		t.Fatalf("problems %v", ps)
 	}
 	err := c.RemoveCached(context.Background())
-	if err == nil || !strings.Contains(err.Error(), "PREVIEW_CARDS_RETENTION_DAYS is \"3\"") {
+	if err == nil || !strings.Contains(err.Error(), "PREVIEW_CARDS_RETENTION_DAYS: is \"3\"") {
 		t.Errorf("error %v", err)
 	}
 	if !d.exists("preview_cards/images/000/000/008/original/new.png") || d.exists("cache/media_attachments/files/000/000/001/original/a.jpg") {

@@ -22,7 +22,7 @@ func TestConfigCheckListsEveryProblemAtOnce(t *testing.T) {
 		"DB_PORT=54x",
 		"REDIS_NAMESPACE=mastodon",
 		"WEB_CONCURRENCY=-1",
-		"POSTGRES_SHARED_BUFFERS=1G",
+		"POSTGRES_SHARED_BUFFERS=lots",
 		"SECRET_KEY_BASE=tooshort",
 		"VAPID_PRIVATE_KEY=abc",
 		"BACKUP_TARGET=ftp://backups.example.org/x",

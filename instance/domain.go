@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+
+	"github.com/mastodon-on-balena/mastodon-balena/problem"
 )
 
 // PublicURLSuffix is the domain of balena's public device URLs.
@@ -66,8 +68,8 @@ func CheckDomain(d string) string {
 	return ""
 }
 
-// GuardError is a refusal to run with an environment that contradicts the
-// recorded instance. Nothing has been changed when it is returned.
+// GuardError is what Guard refuses (as a problem.Refused): an environment
+// that contradicts the recorded instance. Nothing has been changed when it is returned.
 type GuardError struct{ Problems []string }
 
 func (e *GuardError) Error() string {
@@ -94,7 +96,7 @@ func Guard(rec *Record, getenv func(string) string) error {
 		}
 	}
 	if len(problems) > 0 {
-		return &GuardError{Problems: problems}
+		return problem.Refuse(&GuardError{Problems: problems})
 	}
 	return nil
 }

@@ -13,7 +13,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/mastodon-on-balena/mastodon-balena/config"
+	"github.com/mastodon-on-balena/mastodon-balena/bytesize"
+	"github.com/mastodon-on-balena/mastodon-balena/problem"
 )
 
 // Cleanup variables and their defaults.
@@ -99,14 +100,6 @@ func (m FreeMin) String() string {
 	return m.text
 }
 
-var byteUnits = map[string]float64{
-	"": 1, "b": 1,
-	"k": 1 << 10, "kib": 1 << 10, "kb": 1e3,
-	"m": 1 << 20, "mib": 1 << 20, "mb": 1e6,
-	"g": 1 << 30, "gib": 1 << 30, "gb": 1e9,
-	"t": 1 << 40, "tib": 1 << 40, "tb": 1e12,
-}
-
 // ParseFreeMin reads DISK_FREE_MIN: "10%", "5GiB", "500MB", or off / 0.
 func ParseFreeMin(v string) (FreeMin, error) {
 	v = strings.TrimSpace(v)
@@ -120,17 +113,11 @@ func ParseFreeMin(v string) (FreeMin, error) {
 		}
 		return FreeMin{Percent: p, text: v}, nil
 	}
-	i := strings.IndexFunc(v, func(r rune) bool { return (r < '0' || r > '9') && r != '.' })
-	num, unit := v, ""
-	if i >= 0 {
-		num, unit = v[:i], strings.ToLower(strings.TrimSpace(v[i:]))
-	}
-	n, err := strconv.ParseFloat(num, 64)
-	mult, known := byteUnits[unit]
-	if err != nil || !known || n <= 0 || n*mult > math.MaxInt64 {
+	n, err := bytesize.Parse(v)
+	if err != nil || n <= 0 {
 		return FreeMin{}, errors.New("is neither a percentage (10%) nor a size (5GiB, 500MB)")
 	}
-	return FreeMin{Bytes: uint64(n * mult), text: v}, nil
+	return FreeMin{Bytes: uint64(n), text: v}, nil
 }
 
 // Cleanup removes what Mastodon can fetch again - other servers' media,
@@ -157,7 +144,7 @@ type Cleanup struct {
 	// FreeSpace reads the media volume's space: StatFS unless replaced.
 	FreeSpace func(path string) (DiskSpace, error)
 
-	problems     []config.Problem
+	problems     []problem.Problem
 	now          func() time.Time
 	busy         chan struct{}
 	mu           sync.Mutex
@@ -166,7 +153,7 @@ type Cleanup struct {
 
 // NewCleanup reads the cleanup's variables. With a bad one, the step it
 // concerns refuses to run, and says so, while the rest runs.
-func NewCleanup(getenv func(string) string, t Tootctl, log *slog.Logger) (*Cleanup, []config.Problem) {
+func NewCleanup(getenv func(string) string, t Tootctl, log *slog.Logger) (*Cleanup, []problem.Problem) {
 	c := &Cleanup{
 		Tootctl: t, Log: log,
 		PressureMediaDays: 1, PressurePreviewCardDays: MinPreviewCardRetentionDays,
@@ -186,7 +173,7 @@ func NewCleanup(getenv func(string) string, t Tootctl, log *slog.Logger) (*Clean
 
 // CheckCleanup reports every bad cleanup variable, for `mastokeeper config
 // check`.
-func CheckCleanup(getenv func(string) string) []config.Problem {
+func CheckCleanup(getenv func(string) string) []problem.Problem {
 	_, ps := readCleanup(getenv)
 	return ps
 }
@@ -198,10 +185,10 @@ type cleanupSettings struct {
 	every                  time.Duration
 }
 
-func readCleanup(getenv func(string) string) (cleanupSettings, []config.Problem) {
-	var ps []config.Problem
+func readCleanup(getenv func(string) string) (cleanupSettings, []problem.Problem) {
+	var ps []problem.Problem
 	add := func(name, what, example string) {
-		ps = append(ps, config.Problem{Var: name, What: what, Example: example})
+		ps = append(ps, problem.Problem{Var: name, What: what, Example: example})
 	}
 	days := func(name string, def, lo, hi int, why string) int {
 		v := strings.TrimSpace(getenv(name))

@@ -85,8 +85,8 @@ func TestParseFreeMin(t *testing.T) {
 		"5GiB":    {Bytes: 5 * gib},
 		"5 GiB":   {Bytes: 5 * gib},
 		"5G":      {Bytes: 5 * gib},
-		"500MB":   {Bytes: 500e6},
-		"2gb":     {Bytes: 2e9},
+		"500MB":   {Bytes: 500 << 20},
+		"2gb":     {Bytes: 2 << 30},
 		"1.5TiB":  {Bytes: 1.5 * (1 << 40)},
 		"1048576": {Bytes: 1 << 20},
 		"off":     {},
@@ -209,7 +209,7 @@ func TestRemoveCached_RefusesAShortPreviewCardRetentionButRemovesMedia(t *testin
 	if got := tc.Calls(); got != "media remove --days 7" {
 		t.Errorf("calls: %s", got)
 	}
-	if err == nil || !strings.Contains(err.Error(), "preview card images not removed: PREVIEW_CARDS_RETENTION_DAYS is \"7\"") {
+	if err == nil || !strings.Contains(err.Error(), "preview card images not removed: PREVIEW_CARDS_RETENTION_DAYS: is \"7\"") {
 		t.Errorf("error %v", err)
 	}
 }

@@ -17,8 +17,8 @@ import (
 	"github.com/mastodon-on-balena/mastodon-balena/instance"
 	"github.com/mastodon-on-balena/mastodon-balena/mastodon"
 	"github.com/mastodon-on-balena/mastodon-balena/postgres"
+	"github.com/mastodon-on-balena/mastodon-balena/problem"
 	"github.com/mastodon-on-balena/mastodon-balena/sizing"
-	"github.com/mastodon-on-balena/mastodon-balena/snapshot"
 )
 
 // Provisioner brings an instance from nothing - or from any point a crash
@@ -40,19 +40,14 @@ type Provisioner struct {
 	BeforeMigrate func(ctx context.Context) error
 }
 
-// RefusedError means a job refused to act on a configuration that
-// contradicts the recorded instance; waiting or retrying cannot help. One
-// type for every job: the backup format's.
-type RefusedError = snapshot.RefusedError
-
-// Run provisions. It returns a *RefusedError for configuration conflicts.
+// Run provisions. It returns a *problem.Refused for configuration conflicts.
 func (p *Provisioner) Run(ctx context.Context) error {
 	if p.Cfg.MastodonVersion == "" {
-		return &RefusedError{Err: errors.New("MASTOKEEPER_MASTODON_VERSION is not set; it is built into the keeper's image - run the keeper from this project's Dockerfile")}
+		return &problem.Refused{Err: errors.New("MASTOKEEPER_MASTODON_VERSION is not set; it is built into the keeper's image - run the keeper from this project's Dockerfile")}
 	}
 	dir := instance.Dir{Path: p.Cfg.StateDir}
 	if dir.Has(instance.MarkerRestoring) {
-		return &RefusedError{Err: errors.New("a restore onto this device began and did not finish, so its database may be half-restored; web, sidekiq and streaming stay stopped. " +
+		return &problem.Refused{Err: errors.New("a restore onto this device began and did not finish, so its database may be half-restored; web, sidekiq and streaming stay stopped. " +
 			"Finish it: run 'mastokeeper restore' in a terminal on the keeper service (with --from URL if the backups are not at BACKUP_TARGET), or set RESTORE_FROM and restart the keeper")}
 	}
 	rec, err := p.ensureRecord(ctx, dir)
@@ -69,7 +64,7 @@ func (p *Provisioner) Run(ctx context.Context) error {
 	conn, err := pg.Wait(ctx, p.Log, "postgres")
 	if err != nil {
 		if errors.Is(err, postgres.ErrAuth) {
-			return &RefusedError{Err: err}
+			return &problem.Refused{Err: err}
 		}
 		return err
 	}
@@ -117,17 +112,17 @@ func (p *Provisioner) ensureRecord(ctx context.Context, dir instance.Dir) (*inst
 	rec, err := dir.Read()
 	if err == nil {
 		if err := instance.Guard(rec, p.Getenv); err != nil {
-			return nil, &RefusedError{Err: err}
+			return nil, &problem.Refused{Err: err}
 		}
 		p.logDomain(rec)
 		return rec, nil
 	}
 	if !errors.Is(err, instance.ErrNotProvisioned) {
-		return nil, &RefusedError{Err: err}
+		return nil, &problem.Refused{Err: err}
 	}
 	domain, _, err := instance.ResolveDomain(p.Getenv)
 	if err != nil {
-		return nil, &RefusedError{Err: err}
+		return nil, &problem.Refused{Err: err}
 	}
 	gen, err := instance.GenerateSecrets(instance.RandomReader)
 	if err != nil {

@@ -17,8 +17,8 @@ import (
 
 	"github.com/robfig/cron/v3"
 
-	"github.com/mastodon-on-balena/mastodon-balena/config"
 	"github.com/mastodon-on-balena/mastodon-balena/instance"
+	"github.com/mastodon-on-balena/mastodon-balena/problem"
 )
 
 // Schedule variables: the balena variables that say when each of the
@@ -87,7 +87,7 @@ type Scheduler struct {
 	dir      instance.Dir
 	loc      *time.Location
 	entries  []*schedEntry
-	problems []config.Problem
+	problems []problem.Problem
 	bg       []*bgLoop
 	now      func() time.Time
 
@@ -130,11 +130,11 @@ type bgLoop struct {
 // NewScheduler reads the schedules of jobs and the time zone. The problems
 // (also logged by Run) name each bad variable; the jobs they concern do not
 // run, the others do. A bad time zone falls back to UTC.
-func NewScheduler(getenv func(string) string, dir instance.Dir, log *slog.Logger, jobs ...Job) (*Scheduler, []config.Problem) {
+func NewScheduler(getenv func(string) string, dir instance.Dir, log *slog.Logger, jobs ...Job) (*Scheduler, []problem.Problem) {
 	return newScheduler(getenv, dir, log, minInterval, jobs...)
 }
 
-func newScheduler(getenv func(string) string, dir instance.Dir, log *slog.Logger, minEvery time.Duration, jobs ...Job) (*Scheduler, []config.Problem) {
+func newScheduler(getenv func(string) string, dir instance.Dir, log *slog.Logger, minEvery time.Duration, jobs ...Job) (*Scheduler, []problem.Problem) {
 	s := &Scheduler{
 		Grace:        40 * time.Second,
 		CatchUpDelay: 2 * time.Minute,
@@ -143,7 +143,7 @@ func newScheduler(getenv func(string) string, dir instance.Dir, log *slog.Logger
 		now:          time.Now,
 		slot:         make(chan struct{}, 1),
 	}
-	var ps []config.Problem
+	var ps []problem.Problem
 	s.loc, ps = loadTimezone(getenv)
 	seen := map[string]bool{}
 	for _, j := range jobs {
@@ -170,7 +170,7 @@ func newScheduler(getenv func(string) string, dir instance.Dir, log *slog.Logger
 
 // CheckSchedules reports every bad schedule variable and a bad time zone,
 // for `mastokeeper config check`.
-func CheckSchedules(getenv func(string) string) []config.Problem {
+func CheckSchedules(getenv func(string) string) []problem.Problem {
 	loc, ps := loadTimezone(getenv)
 	for _, v := range Schedules {
 		spec := strings.TrimSpace(getenv(v.Var))
@@ -184,14 +184,14 @@ func CheckSchedules(getenv func(string) string) []config.Problem {
 	return ps
 }
 
-func loadTimezone(getenv func(string) string) (*time.Location, []config.Problem) {
+func loadTimezone(getenv func(string) string) (*time.Location, []problem.Problem) {
 	name := strings.TrimSpace(getenv(TimezoneVar))
 	if name == "" {
 		return time.UTC, nil
 	}
 	loc, err := time.LoadLocation(name)
 	if err != nil || name == "Local" {
-		return time.UTC, []config.Problem{{Var: TimezoneVar,
+		return time.UTC, []problem.Problem{{Var: TimezoneVar,
 			What: fmt.Sprintf("is %q, which is not a time zone name; use an IANA name such as Europe/Paris or America/New_York "+
 				"(list: https://en.wikipedia.org/wiki/List_of_tz_database_time_zones). Until it is fixed the schedules use UTC", name),
 			Example: "Europe/Berlin"}}
@@ -206,9 +206,9 @@ var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month 
 
 // parseSchedule parses a schedule variable's value: a 5-field cron
 // expression, a descriptor, or "off".
-func parseSchedule(name, spec, example string, loc *time.Location, min time.Duration) (cron.Schedule, bool, *config.Problem) {
-	bad := func(format string, args ...any) (cron.Schedule, bool, *config.Problem) {
-		return nil, false, &config.Problem{Var: name, What: fmt.Sprintf("is %q, ", spec) + fmt.Sprintf(format, args...), Example: example}
+func parseSchedule(name, spec, example string, loc *time.Location, min time.Duration) (cron.Schedule, bool, *problem.Problem) {
+	bad := func(format string, args ...any) (cron.Schedule, bool, *problem.Problem) {
+		return nil, false, &problem.Problem{Var: name, What: fmt.Sprintf("is %q, ", spec) + fmt.Sprintf(format, args...), Example: example}
 	}
 	if strings.EqualFold(spec, "off") {
 		return nil, true, nil

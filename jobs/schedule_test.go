@@ -390,7 +390,7 @@ func TestBadSchedule_DoesNotStopTheOthers(t *testing.T) {
 		t.Error("the job with a bad schedule ran")
 	}
 	log1 := out.String()
-	for _, want := range []string{`level=ERROR msg="BAD_SCHEDULE is \"every day\"`, "the bad job job does not run until this is fixed", "example: BAD_SCHEDULE=@daily", "good job done in"} {
+	for _, want := range []string{`level=ERROR msg="BAD_SCHEDULE: is \"every day\"`, "the bad job job does not run until this is fixed", "example: BAD_SCHEDULE=@daily", "good job done in"} {
 		if !strings.Contains(log1, want) {
 			t.Errorf("the log does not say %q:\n%s", want, log1)
 		}

@@ -25,6 +25,7 @@ import (
 	"github.com/mastodon-on-balena/mastodon-balena/config"
 	"github.com/mastodon-on-balena/mastodon-balena/instance"
 	"github.com/mastodon-on-balena/mastodon-balena/postgres"
+	"github.com/mastodon-on-balena/mastodon-balena/problem"
 	"github.com/mastodon-on-balena/mastodon-balena/snapshot"
 	"github.com/mastodon-on-balena/mastodon-balena/storage"
 )
@@ -57,9 +58,6 @@ type Restore struct {
 	Terminal io.Writer
 }
 
-// RefusedError means the restore refused to act; nothing was changed.
-type RefusedError = snapshot.RefusedError
-
 // ErrCorrupt means the backup does not match its manifest or is inconsistent.
 var ErrCorrupt = snapshot.ErrCorrupt
 
@@ -85,7 +83,7 @@ type staged struct {
 func (r *Restore) Run(ctx context.Context) (*snapshot.Manifest, error) {
 	key, err := snapshot.OpenKey(ctx, r.Store, r.Sealer)
 	if err != nil {
-		return nil, &RefusedError{Err: err}
+		return nil, &problem.Refused{Err: err}
 	}
 	rd := &snapshot.Reader{Store: r.Store, Key: key, TrustOldFormat: r.TrustOldFormat}
 	m, err := r.pick(ctx, rd)
@@ -97,14 +95,14 @@ func (r *Restore) Run(ctx context.Context) (*snapshot.Manifest, error) {
 		"mastodon", m.MastodonVersion, "postgres", m.PostgresVersion, "authenticated", m.Authenticated)
 
 	if d := r.Getenv("LOCAL_DOMAIN"); d != "" && d != m.LocalDomain {
-		return nil, &RefusedError{Err: fmt.Errorf("LOCAL_DOMAIN is %s but backup %s is of %s: an instance keeps its domain. Remove LOCAL_DOMAIN or set it to %s; nothing was changed", d, m.ID, m.LocalDomain, m.LocalDomain)}
+		return nil, &problem.Refused{Err: fmt.Errorf("LOCAL_DOMAIN is %s but backup %s is of %s: an instance keeps its domain. Remove LOCAL_DOMAIN or set it to %s; nothing was changed", d, m.ID, m.LocalDomain, m.LocalDomain)}
 	}
 	local, err := r.Dir.Read()
 	if err != nil && !errors.Is(err, instance.ErrNotProvisioned) {
 		return nil, err
 	}
 	if local != nil && local.LocalDomain != m.LocalDomain && !r.Force {
-		return nil, &RefusedError{Err: fmt.Errorf("this device already holds the instance %s; restoring %s would replace it. Run the restore with --force to replace it; nothing was changed", local.LocalDomain, m.LocalDomain)}
+		return nil, &problem.Refused{Err: fmt.Errorf("this device already holds the instance %s; restoring %s would replace it. Run the restore with --force to replace it; nothing was changed", local.LocalDomain, m.LocalDomain)}
 	}
 	// A restore that stopped midway left data no one may lose: it is
 	// finished by the next restore of the same instance, forced or not.
@@ -123,12 +121,12 @@ func (r *Restore) Run(ctx context.Context) (*snapshot.Manifest, error) {
 		if empty, err := r.databaseEmpty(ctx, local, st.rec); err != nil {
 			return nil, err
 		} else if !empty {
-			return nil, &RefusedError{Err: fmt.Errorf("the database %s on this device is not empty; run the restore with --force to replace it with backup %s; nothing was changed", r.Cfg.DBName, m.ID)}
+			return nil, &problem.Refused{Err: fmt.Errorf("the database %s on this device is not empty; run the restore with --force to replace it with backup %s; nothing was changed", r.Cfg.DBName, m.ID)}
 		}
 	}
 	log.Info("backup downloaded and verified; restoring it onto this device now")
 	if err := r.apply(ctx, log, st, local); err != nil {
-		var refused *RefusedError
+		var refused *problem.Refused
 		if errors.As(err, &refused) {
 			return nil, err
 		}
@@ -146,7 +144,7 @@ func (r *Restore) pick(ctx context.Context, rd *snapshot.Reader) (*snapshot.Mani
 	if r.BackupID != "" {
 		m, err := rd.ReadManifest(ctx, r.BackupID)
 		if err != nil {
-			return nil, &RefusedError{Err: err}
+			return nil, &problem.Refused{Err: err}
 		}
 		return m, nil
 	}
@@ -160,13 +158,13 @@ func (r *Restore) pick(ctx context.Context, rd *snapshot.Reader) (*snapshot.Mani
 	if len(l.Snapshots) == 0 {
 		if len(l.Old) > 0 {
 			newest := l.Old[len(l.Old)-1].ID
-			return nil, &RefusedError{Err: fmt.Errorf("%s holds only backups in the old format 1, which carries no authentication (the newest: %s): anyone who can write there could have forged them. If no one else can write to it, restore with 'mastokeeper restore --trust-old-format'", r.Store, newest)}
+			return nil, &problem.Refused{Err: fmt.Errorf("%s holds only backups in the old format 1, which carries no authentication (the newest: %s): anyone who can write there could have forged them. If no one else can write to it, restore with 'mastokeeper restore --trust-old-format'", r.Store, newest)}
 		}
-		return nil, &RefusedError{Err: fmt.Errorf("%w: %s holds no complete backup this instance's key authenticates (see 'mastokeeper backup list')", snapshot.ErrNoBackup, r.Store)}
+		return nil, &problem.Refused{Err: fmt.Errorf("%w: %s holds no complete backup this instance's key authenticates (see 'mastokeeper backup list')", snapshot.ErrNoBackup, r.Store)}
 	}
 	m, why, err := rd.Newest(ctx, l)
 	if err != nil {
-		return nil, &RefusedError{Err: err}
+		return nil, &problem.Refused{Err: err}
 	}
 	r.Log.Info("restoring backup "+m.ID+": "+why, "backup", m.ID)
 	return m, nil
@@ -278,7 +276,7 @@ func (r *Restore) stage(ctx context.Context, log *slog.Logger, rd *snapshot.Read
 		return st, staging(err, r.Dir.Path)
 	}
 	if errors.Is(listErr, snapshot.ErrPgRestoreTooOld) {
-		return st, &RefusedError{Err: fmt.Errorf("backup %s was taken from PostgreSQL %s, newer than this device's PostgreSQL tools read: restore it onto a device running this project's current images. Nothing was changed (%v)", m.ID, m.PostgresVersion, listErr)}
+		return st, &problem.Refused{Err: fmt.Errorf("backup %s was taken from PostgreSQL %s, newer than this device's PostgreSQL tools read: restore it onto a device running this project's current images. Nothing was changed (%v)", m.ID, m.PostgresVersion, listErr)}
 	}
 	if listErr != nil {
 		return st, fmt.Errorf("backup %s: the database dump: %w", m.ID, listErr)
@@ -440,7 +438,7 @@ func (r *Restore) apply(ctx context.Context, log *slog.Logger, st *staged, local
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	if err := checkMajor(ctx, conn, st.m); err != nil {
-		return &RefusedError{Err: err}
+		return &problem.Refused{Err: err}
 	}
 	// Web, sidekiq and streaming must not start on a database that is
 	// being replaced: they wait for a ready marker again.

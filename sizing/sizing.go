@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/mastodon-on-balena/mastodon-balena/bytesize"
+	"github.com/mastodon-on-balena/mastodon-balena/problem"
 )
 
 const gib = 1 << 30
@@ -74,6 +76,10 @@ func For(memTotal uint64, getenv func(string) string) Plan {
 		s := Setting{Var: name, Value: def}
 		if v := getenv(name); v != "" {
 			s.Value, s.Overridden = v, true
+			// PostgreSQL reads only its own units: 256MiB is passed as 256MB.
+			if n, err := bytesize.Parse(v); err == nil && strings.HasPrefix(name, "POSTGRES_") && name != "POSTGRES_MAX_CONNECTIONS" {
+				s.Value = bytesize.Postgres(n)
+			}
 		}
 		*list = append(*list, s)
 	}
@@ -116,14 +122,9 @@ func (p Plan) String() string {
 	return b.String()
 }
 
-// Problem is one bad override.
-type Problem struct{ Var, What, Example string }
-
-var pgSize = regexp.MustCompile(`^[0-9]+(kB|MB|GB|TB)$`)
-
 // Check validates every override and returns all problems at once.
-func Check(getenv func(string) string) []Problem {
-	var ps []Problem
+func Check(getenv func(string) string) []problem.Problem {
+	var ps []problem.Problem
 	ints := map[string][3]int{ // min, max, example
 		"WEB_CONCURRENCY":          {0, 32, 1},
 		"MAX_THREADS":              {1, 64, 5},
@@ -139,12 +140,14 @@ func Check(getenv func(string) string) []Problem {
 		if r, ok := ints[name]; ok {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < r[0] || n > r[1] {
-				ps = append(ps, Problem{name, fmt.Sprintf("is %q; it must be a whole number from %d to %d", v, r[0], r[1]), strconv.Itoa(r[2])})
+				ps = append(ps, problem.Problem{Var: name, What: fmt.Sprintf("is %q; it must be a whole number from %d to %d", v, r[0], r[1]), Example: strconv.Itoa(r[2])})
 			}
 			continue
 		}
-		if !pgSize.MatchString(v) {
-			ps = append(ps, Problem{name, fmt.Sprintf("is %q; it must be a PostgreSQL size: a whole number followed by kB, MB, GB or TB", v), "256MB"})
+		if n, err := bytesize.Parse(v); err != nil {
+			ps = append(ps, problem.Problem{Var: name, What: err.Error(), Example: "256MB"})
+		} else if n < 64<<10 {
+			ps = append(ps, problem.Problem{Var: name, What: fmt.Sprintf("is %q, below 64kB, the least PostgreSQL takes for any of its memory settings; give a unit", v), Example: "256MB"})
 		}
 	}
 	return ps

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/mastodon-on-balena/mastodon-balena/problem"
 )
 
 func envOf(m map[string]string) func(string) string {
@@ -191,13 +193,13 @@ func TestCheck_ReportsEveryBadOverrideAtOnce(t *testing.T) {
 		"SIDEKIQ_CONCURRENCY":           "ten",
 		"DB_POOL":                       "201",
 		"POSTGRES_SHARED_BUFFERS":       "256",
-		"POSTGRES_EFFECTIVE_CACHE_SIZE": "4 GB",
-		"POSTGRES_WORK_MEM":             "4mb",
-		"POSTGRES_MAINTENANCE_WORK_MEM": "1.5GB",
+		"POSTGRES_EFFECTIVE_CACHE_SIZE": "4 furlongs",
+		"POSTGRES_WORK_MEM":             "lots",
+		"POSTGRES_MAINTENANCE_WORK_MEM": "-1GB",
 		"POSTGRES_MAX_CONNECTIONS":      "19",
 	}
 	ps := Check(envOf(env))
-	got := map[string]Problem{}
+	got := map[string]problem.Problem{}
 	for _, p := range ps {
 		got[p.Var] = p
 	}
@@ -217,6 +219,19 @@ func TestCheck_ReportsEveryBadOverrideAtOnce(t *testing.T) {
 			t.Errorf("%s: no example", v)
 		} else if ok := Check(envOf(map[string]string{v: p.Example})); len(ok) != 0 {
 			t.Errorf("%s: example %q is itself rejected: %+v", v, p.Example, ok)
+		}
+	}
+}
+
+func TestPostgresSizesTakeIECUnitsAndArePassedInPostgresUnits(t *testing.T) {
+	env := map[string]string{"POSTGRES_SHARED_BUFFERS": "256MiB", "POSTGRES_WORK_MEM": "4 mb", "POSTGRES_EFFECTIVE_CACHE_SIZE": "1.5GiB"}
+	if ps := Check(envOf(env)); len(ps) != 0 {
+		t.Fatalf("refused: %+v", ps)
+	}
+	args := strings.Join(For(4<<30, envOf(env)).PostgresArgs(), " ")
+	for _, want := range []string{"shared_buffers=256MB", "work_mem=4MB", "effective_cache_size=1536MB"} {
+		if !strings.Contains(args, want) {
+			t.Errorf("PostgreSQL arguments %q lack %s", args, want)
 		}
 	}
 }

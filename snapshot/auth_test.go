@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mastodon-on-balena/mastodon-balena/problem"
 	"github.com/mastodon-on-balena/mastodon-balena/storage"
 )
 
@@ -157,7 +158,7 @@ func TestAPurgedInstanceWithTheSameDomainAndDeviceNeverClaimsTheOldTarget(t *tes
 	purged, _ := NewKey()
 	me := Owner{InstanceID: "new", Device: "uuid-1", LocalDomain: old.LocalDomain, Since: base.Add(time.Hour)}
 	err := Claim(ctx, s, purged, me)
-	var refused *RefusedError
+	var refused *problem.Refused
 	if !errors.As(err, &refused) || !errors.Is(err, ErrOtherInstance) || !strings.Contains(err.Error(), "mastokeeper restore --force") {
 		t.Fatalf("claim by the purged device's new instance: %v; want a refusal saying what to do", err)
 	}

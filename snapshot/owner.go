@@ -8,15 +8,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/mastodon-on-balena/mastodon-balena/problem"
 	"github.com/mastodon-on-balena/mastodon-balena/storage"
 )
-
-// RefusedError means a job refused to act; nothing was changed. Waiting or
-// retrying cannot help: a person must decide.
-type RefusedError struct{ Err error }
-
-func (e *RefusedError) Error() string { return e.Err.Error() }
-func (e *RefusedError) Unwrap() error { return e.Err }
 
 // ErrNotOwner means another device has taken over the target (a restore
 // elsewhere): this one must stop writing there.
@@ -73,7 +67,7 @@ func Claim(ctx context.Context, s storage.Store, k *Key, me Owner) error {
 	switch {
 	case err == nil:
 		if o.Device != me.Device {
-			return &RefusedError{Err: fmt.Errorf("%w: since %s the backups of %s at %s are written by device %s (the instance was restored there). This device stops writing to it; if this device is the one to keep, restore the newest backup onto it with 'mastokeeper restore --force'",
+			return &problem.Refused{Err: fmt.Errorf("%w: since %s the backups of %s at %s are written by device %s (the instance was restored there). This device stops writing to it; if this device is the one to keep, restore the newest backup onto it with 'mastokeeper restore --force'",
 				ErrNotOwner, o.Since.Format(time.RFC3339), o.LocalDomain, s, o.Device)}
 		}
 		if o.InstanceID == me.InstanceID && o.LocalDomain == me.LocalDomain {
@@ -82,14 +76,14 @@ func Claim(ctx context.Context, s storage.Store, k *Key, me Owner) error {
 		return WriteOwner(ctx, s, k, me)
 	case errors.Is(err, errOldFormat):
 		if o.LocalDomain != me.LocalDomain {
-			return &RefusedError{Err: fmt.Errorf("%w: %s holds the backups of %s, not of this instance (%s): set BACKUP_TARGET to a place of this instance's own, e.g. another prefix (example: BACKUP_TARGET=s3://bucket/%s)", ErrOtherInstance, s, o.LocalDomain, me.LocalDomain, me.LocalDomain)}
+			return &problem.Refused{Err: fmt.Errorf("%w: %s holds the backups of %s, not of this instance (%s): set BACKUP_TARGET to a place of this instance's own, e.g. another prefix (example: BACKUP_TARGET=s3://bucket/%s)", ErrOtherInstance, s, o.LocalDomain, me.LocalDomain, me.LocalDomain)}
 		}
 		if o.Device != me.Device {
-			return &RefusedError{Err: fmt.Errorf("%w: the backups of %s at %s are written by device %s. This device stops writing to it; if this device is the one to keep, restore the newest backup onto it with 'mastokeeper restore --force'", ErrNotOwner, o.LocalDomain, s, o.Device)}
+			return &problem.Refused{Err: fmt.Errorf("%w: the backups of %s at %s are written by device %s. This device stops writing to it; if this device is the one to keep, restore the newest backup onto it with 'mastokeeper restore --force'", ErrNotOwner, o.LocalDomain, s, o.Device)}
 		}
 	case errors.Is(err, storage.ErrNotFound):
 	case errors.Is(err, ErrUnauthentic), errors.Is(err, ErrCorrupt):
-		return &RefusedError{Err: fmt.Errorf("%w: %s at %s does not authenticate with this instance's backup key: another instance wrote it (this one was provisioned anew, e.g. after its data was purged), or it was changed. Nothing was written there. "+
+		return &problem.Refused{Err: fmt.Errorf("%w: %s at %s does not authenticate with this instance's backup key: another instance wrote it (this one was provisioned anew, e.g. after its data was purged), or it was changed. Nothing was written there. "+
 			"To take the old instance back, restore it: 'mastokeeper restore --force'. To keep this new instance, give it a place of its own: another BACKUP_TARGET or prefix (example: BACKUP_TARGET=s3://bucket/%s-2). "+
 			"If the target is this instance's and only %s was damaged, delete that object: the next backup then checks the backups themselves", ErrOtherInstance, OwnerKey, s, me.LocalDomain, OwnerKey)}
 	default:
@@ -101,7 +95,7 @@ func Claim(ctx context.Context, s storage.Store, k *Key, me Owner) error {
 		return err
 	}
 	if foreign > 0 && mine == 0 {
-		return &RefusedError{Err: fmt.Errorf("%w: %s has %d backup(s) this instance's backup key cannot read, and none it can: they belong to another instance (or were forged). Nothing was written there. "+
+		return &problem.Refused{Err: fmt.Errorf("%w: %s has %d backup(s) this instance's backup key cannot read, and none it can: they belong to another instance (or were forged). Nothing was written there. "+
 			"To take that instance over, restore it: 'mastokeeper restore --force'. To keep this instance, give it a place of its own: another BACKUP_TARGET or prefix (example: BACKUP_TARGET=s3://bucket/%s-2)", ErrOtherInstance, s, foreign, me.LocalDomain)}
 	}
 	return WriteOwner(ctx, s, k, me)

@@ -27,6 +27,7 @@ import (
 	"github.com/mastodon-on-balena/mastodon-balena/config"
 	"github.com/mastodon-on-balena/mastodon-balena/instance"
 	"github.com/mastodon-on-balena/mastodon-balena/postgres"
+	"github.com/mastodon-on-balena/mastodon-balena/problem"
 	"github.com/mastodon-on-balena/mastodon-balena/storage"
 )
 
@@ -130,7 +131,7 @@ func (b *Backup) Run(ctx context.Context) (*Result, error) {
 	start := time.Now()
 	if b.Dir.Has(instance.MarkerRestoring) {
 		// It would become the newest backup: the one the next restore takes.
-		return nil, &RefusedError{Err: errors.New("no backup while a restore onto this device is under way or unfinished: it would save a half-restored database as the newest backup. Finish the restore first ('mastokeeper restore')")}
+		return nil, &problem.Refused{Err: errors.New("no backup while a restore onto this device is under way or unfinished: it would save a half-restored database as the newest backup. Finish the restore first ('mastokeeper restore')")}
 	}
 	if b.Rec.InstanceID == "" {
 		return nil, errors.New("the instance record has no instance ID yet (the keeper adds it at its start)")
@@ -138,10 +139,10 @@ func (b *Backup) Run(ctx context.Context) (*Result, error) {
 	// A backup that cannot seal its key is refused before it writes
 	// anything to the target, owner record included.
 	if b.Sealer.Passphrase == "" && b.Sealer.Recipient == "" {
-		return nil, &RefusedError{Err: errors.New("set BACKUP_PASSPHRASE (or BACKUP_AGE_RECIPIENT) so that backups can be opened on new hardware (example: BACKUP_PASSPHRASE=\"four random words you keep elsewhere\")")}
+		return nil, &problem.Refused{Err: errors.New("set BACKUP_PASSPHRASE (or BACKUP_AGE_RECIPIENT) so that backups can be opened on new hardware (example: BACKUP_PASSPHRASE=\"four random words you keep elsewhere\")")}
 	}
 	if err := b.Sealer.CheckSeal(); err != nil {
-		return nil, &RefusedError{Err: err}
+		return nil, &problem.Refused{Err: err}
 	}
 	b.removeStaging()
 	me := Owner{InstanceID: b.Rec.InstanceID, Device: b.Device, LocalDomain: b.Rec.LocalDomain, Since: b.now().UTC()}
@@ -260,7 +261,7 @@ func (b *Backup) sealKey(ctx context.Context) error {
 	// dump, or the next collection waits until the heap doubles it.
 	debug.FreeOSMemory()
 	if err != nil {
-		return &RefusedError{Err: err}
+		return &problem.Refused{Err: err}
 	}
 	if err := b.Store.Put(ctx, BackupKey, bytes.NewReader(sealedKey)); err != nil {
 		return err

@@ -10,6 +10,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/mastodon-on-balena/mastodon-balena/bytesize"
+	"github.com/mastodon-on-balena/mastodon-balena/problem"
 )
 
 // TargetVar is the variable that names the backup target.
@@ -17,35 +20,6 @@ const TargetVar = "BACKUP_TARGET"
 
 // TargetExample is a good BACKUP_TARGET value, shown in errors.
 const TargetExample = "s3://my-bucket/mastodon"
-
-// Problem is one bad variable, as `mastokeeper config check` lists it.
-type Problem struct {
-	Var     string // the variable, e.g. BACKUP_S3_PART_SIZE
-	What    string // what is wrong with it, never containing a secret
-	Example string // a good value, e.g. 16MiB
-}
-
-// String is "VAR: what (for example VAR=example)".
-func (p Problem) String() string {
-	if p.Example == "" {
-		return p.Var + ": " + p.What
-	}
-	return fmt.Sprintf("%s: %s (for example %s=%s)", p.Var, p.What, p.Var, p.Example)
-}
-
-// ProblemsError is the error Open returns when variables are bad: every
-// problem at once.
-type ProblemsError struct {
-	Problems []Problem
-}
-
-func (e *ProblemsError) Error() string {
-	parts := make([]string, len(e.Problems))
-	for i, p := range e.Problems {
-		parts[i] = p.String()
-	}
-	return strings.Join(parts, "; ")
-}
 
 // Target is a parsed BACKUP_TARGET.
 type Target struct {
@@ -78,7 +52,7 @@ type Backend struct {
 	Example string // an example target URL, e.g. s3://my-bucket/mastodon
 	// Check lists every problem with the target and the backend's variables,
 	// without network access.
-	Check func(t Target, getenv func(string) string) []Problem
+	Check func(t Target, getenv func(string) string) []problem.Problem
 	// Open returns the store; it is called only when Check found nothing.
 	Open func(ctx context.Context, t Target, getenv func(string) string) (Store, error)
 }
@@ -130,7 +104,7 @@ func lookup(scheme string) (Backend, bool) {
 // Backends register themselves: import
 // github.com/mastodon-on-balena/mastodon-balena/storage/all (or the one
 // backend package you need). A bad URL or bad variables give a
-// *ProblemsError listing every problem at once. Open makes no network
+// *problem.ProblemsError listing every problem at once. Open makes no network
 // request; errors and String() never contain a credential.
 func Open(ctx context.Context, rawURL string, getenv func(string) string) (Store, error) {
 	t, b, problems := parse(rawURL)
@@ -138,7 +112,7 @@ func Open(ctx context.Context, rawURL string, getenv func(string) string) (Store
 		problems = b.Check(t, getenv)
 	}
 	if len(problems) > 0 {
-		return nil, &ProblemsError{Problems: problems}
+		return nil, problem.List(problems)
 	}
 	s, err := b.Open(ctx, t, getenv)
 	if err != nil {
@@ -149,7 +123,7 @@ func Open(ctx context.Context, rawURL string, getenv func(string) string) (Store
 
 // Check lists every problem with BACKUP_TARGET (rawURL) and the variables of
 // its backend, without network access; nil when all is well.
-func Check(rawURL string, getenv func(string) string) []Problem {
+func Check(rawURL string, getenv func(string) string) []problem.Problem {
 	t, b, problems := parse(rawURL)
 	if len(problems) > 0 {
 		return problems
@@ -159,18 +133,18 @@ func Check(rawURL string, getenv func(string) string) []Problem {
 
 // ParseTarget parses a BACKUP_TARGET value, independently of the backends
 // registered.
-func ParseTarget(rawURL string) (Target, []Problem) {
+func ParseTarget(rawURL string) (Target, []problem.Problem) {
 	return parseTarget(rawURL)
 }
 
-func parse(rawURL string) (Target, Backend, []Problem) {
+func parse(rawURL string) (Target, Backend, []problem.Problem) {
 	t, problems := parseTarget(rawURL)
 	if len(problems) > 0 {
 		return t, Backend{}, problems
 	}
 	b, ok := lookup(t.Scheme)
 	if !ok {
-		return t, Backend{}, []Problem{targetProblem(fmt.Sprintf("%q: unknown scheme %q; %s", RedactURL(rawURL), t.Scheme, schemesHint()))}
+		return t, Backend{}, []problem.Problem{targetProblem(fmt.Sprintf("%q: unknown scheme %q; %s", RedactURL(rawURL), t.Scheme, schemesHint()))}
 	}
 	return t, b, nil
 }
@@ -187,17 +161,17 @@ func schemesHint() string {
 	return "use one of " + strings.Join(ex, ", ")
 }
 
-func targetProblem(what string) Problem {
-	return Problem{Var: TargetVar, What: what, Example: TargetExample}
+func targetProblem(what string) problem.Problem {
+	return problem.Problem{Var: TargetVar, What: what, Example: TargetExample}
 }
 
-func parseTarget(rawURL string) (Target, []Problem) {
+func parseTarget(rawURL string) (Target, []problem.Problem) {
 	shown := strconv.Quote(RedactURL(rawURL))
 	if strings.TrimSpace(rawURL) == "" {
-		return Target{}, []Problem{targetProblem("is empty; it names where backups go: " + schemesHint())}
+		return Target{}, []problem.Problem{targetProblem("is empty; it names where backups go: " + schemesHint())}
 	}
 	if strings.TrimSpace(rawURL) != rawURL {
-		return Target{}, []Problem{targetProblem(shown + " has spaces around it")}
+		return Target{}, []problem.Problem{targetProblem(shown + " has spaces around it")}
 	}
 	u, err := url.Parse(rawURL)
 	if err != nil {
@@ -207,19 +181,19 @@ func parseTarget(rawURL string) (Target, []Problem) {
 		if errors.As(err, &ue) {
 			reason = ue.Err.Error()
 		}
-		return Target{}, []Problem{targetProblem(fmt.Sprintf("%s is not a URL (%s)", shown, Redact(reason)))}
+		return Target{}, []problem.Problem{targetProblem(fmt.Sprintf("%s is not a URL (%s)", shown, Redact(reason)))}
 	}
 	if u.Scheme == "" {
-		return Target{}, []Problem{targetProblem(shown + " has no scheme; " + schemesHint())}
+		return Target{}, []problem.Problem{targetProblem(shown + " has no scheme; " + schemesHint())}
 	}
 	t := Target{Scheme: strings.ToLower(u.Scheme)}
-	var problems []Problem
+	var problems []problem.Problem
 	example := TargetExample
 	if b, ok := lookup(t.Scheme); ok && b.Example != "" {
 		example = b.Example
 	}
 	add := func(what string) {
-		problems = append(problems, Problem{Var: TargetVar, What: shown + " " + what, Example: example})
+		problems = append(problems, problem.Problem{Var: TargetVar, What: shown + " " + what, Example: example})
 	}
 	if u.User != nil {
 		add("contains credentials (user info before '@'): set them in the backend's variables (BACKUP_S3_ACCESS_KEY_ID, BACKUP_SWIFT_KEY, ...) instead")
@@ -268,84 +242,26 @@ func parseTarget(rawURL string) (Target, []Problem) {
 	return t, problems
 }
 
-// ParseSize parses a byte size: a number of bytes ("16777216") or a number
-// with a binary unit, case-insensitive: K/KiB, M/MiB, G/GiB, T/TiB
-// ("16MiB", "64M", "1GiB"). Decimal units (MB, GB) are refused: they are
-// ambiguous.
-func ParseSize(s string) (int64, error) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return 0, errors.New("empty size")
-	}
-	i := 0
-	for i < len(s) && (s[i] >= '0' && s[i] <= '9') {
-		i++
-	}
-	if i == 0 {
-		return 0, fmt.Errorf("%q does not start with a number", s)
-	}
-	n, err := strconv.ParseInt(s[:i], 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("%q: number too large", s)
-	}
-	unit := strings.ToLower(strings.TrimSpace(s[i:]))
-	var mult int64
-	switch unit {
-	case "", "b":
-		mult = 1
-	case "k", "kib":
-		mult = 1 << 10
-	case "m", "mib":
-		mult = 1 << 20
-	case "g", "gib":
-		mult = 1 << 30
-	case "t", "tib":
-		mult = 1 << 40
-	case "kb", "mb", "gb", "tb":
-		return 0, fmt.Errorf("%q: use a binary unit (KiB, MiB, GiB)", s)
-	default:
-		return 0, fmt.Errorf("%q: unknown unit %q (use KiB, MiB or GiB)", s, s[i:])
-	}
-	if n > (1<<62)/mult {
-		return 0, fmt.Errorf("%q: too large", s)
-	}
-	return n * mult, nil
-}
-
-// FormatSize formats n bytes with the largest binary unit that divides it,
-// e.g. 16MiB; the inverse of ParseSize.
-func FormatSize(n int64) string {
-	for _, u := range []struct {
-		s string
-		v int64
-	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
-		if n >= u.v && n%u.v == 0 {
-			return strconv.FormatInt(n/u.v, 10) + u.s
-		}
-	}
-	return strconv.FormatInt(n, 10)
-}
-
 // SizeVar reads a size variable through getenv: def when unset, else
-// ParseSize within [min, max]. It returns a Problem (and def) when the value
+// bytesize.Parse within [min, max]. It returns a Problem (and def) when the value
 // is bad.
-func SizeVar(getenv func(string) string, name string, def, min, max int64) (int64, *Problem) {
+func SizeVar(getenv func(string) string, name string, def, min, max int64) (int64, *problem.Problem) {
 	v := getenv(name)
 	if v == "" {
 		return def, nil
 	}
-	n, err := ParseSize(v)
-	bad := func(what string) (int64, *Problem) {
-		return def, &Problem{Var: name, What: what, Example: FormatSize(def)}
+	n, err := bytesize.Parse(v)
+	bad := func(what string) (int64, *problem.Problem) {
+		return def, &problem.Problem{Var: name, What: what, Example: bytesize.Format(def)}
 	}
 	if err != nil {
-		return bad("is not a size: " + err.Error())
+		return bad(err.Error())
 	}
 	if n < min {
-		return bad(fmt.Sprintf("%q is below the minimum, %s", v, FormatSize(min)))
+		return bad(fmt.Sprintf("%q is below the minimum, %s", v, bytesize.Format(min)))
 	}
 	if n > max {
-		return bad(fmt.Sprintf("%q is above the maximum, %s", v, FormatSize(max)))
+		return bad(fmt.Sprintf("%q is above the maximum, %s", v, bytesize.Format(max)))
 	}
 	return n, nil
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mastodon-on-balena/mastodon-balena/problem"
 	"github.com/mastodon-on-balena/mastodon-balena/storage"
 	_ "github.com/mastodon-on-balena/mastodon-balena/storage/all"
 	"github.com/mastodon-on-balena/mastodon-balena/storage/file"
@@ -20,7 +21,7 @@ func env(m map[string]string) func(string) string {
 	return func(k string) string { return m[k] }
 }
 
-func vars(problems []storage.Problem) []string {
+func vars(problems []problem.Problem) []string {
 	var out []string
 	for _, p := range problems {
 		out = append(out, p.Var)
@@ -96,12 +97,12 @@ func TestOpenBadTargets(t *testing.T) {
 			continue
 		}
 		msg := err.Error()
-		example := "for example BACKUP_TARGET=s3://my-bucket/mastodon"
+		example := "example: BACKUP_TARGET=s3://my-bucket/mastodon"
 		if strings.HasPrefix(raw, "swift:") {
-			example = "for example BACKUP_TARGET=swift://my-container/mastodon"
+			example = "example: BACKUP_TARGET=swift://my-container/mastodon"
 		}
 		if strings.HasPrefix(raw, "file:") {
-			example = "for example BACKUP_TARGET=file:///var/lib/mastokeeper/backups"
+			example = "example: BACKUP_TARGET=file:///var/lib/mastokeeper/backups"
 		}
 		if !strings.Contains(msg, "BACKUP_TARGET") || !strings.Contains(msg, wantIn) || !strings.Contains(msg, example) {
 			t.Errorf("Open(%q) = %q; want it to name BACKUP_TARGET, say %q and give an example", raw, msg, wantIn)
@@ -109,9 +110,9 @@ func TestOpenBadTargets(t *testing.T) {
 		if strings.Contains(msg, "topsecret") || strings.Contains(msg, "AKIA:") {
 			t.Errorf("Open(%q) leaks the credentials: %q", raw, msg)
 		}
-		var pe *storage.ProblemsError
-		if !errors.As(err, &pe) || len(pe.Problems) == 0 {
-			t.Errorf("Open(%q): %T, want a *storage.ProblemsError", raw, err)
+		var pe problem.List
+		if !errors.As(err, &pe) || len(pe) == 0 {
+			t.Errorf("Open(%q): %T, want a problem.List", raw, err)
 		}
 	}
 }
@@ -131,7 +132,7 @@ func TestCheckListsEveryBadVariable(t *testing.T) {
 			"BACKUP_S3_PATH_STYLE": "sometimes",
 			"BACKUP_S3_PART_SIZE":  "4MiB",
 		}, []string{"BACKUP_S3_ACCESS_KEY_ID", "BACKUP_S3_ENDPOINT", "BACKUP_S3_PART_SIZE", "BACKUP_S3_PATH_STYLE", "BACKUP_S3_REGION", "BACKUP_S3_SECRET_ACCESS_KEY", "BACKUP_TARGET"}},
-		{"s3://my-bucket", map[string]string{"BACKUP_S3_ACCESS_KEY_ID": "AK", "BACKUP_S3_SECRET_ACCESS_KEY": "SK", "BACKUP_S3_PART_SIZE": "16MB"}, []string{"BACKUP_S3_PART_SIZE"}},
+		{"s3://my-bucket", map[string]string{"BACKUP_S3_ACCESS_KEY_ID": "AK", "BACKUP_S3_SECRET_ACCESS_KEY": "SK", "BACKUP_S3_PART_SIZE": "16 furlongs"}, []string{"BACKUP_S3_PART_SIZE"}},
 		{"s3://my-bucket", map[string]string{"BACKUP_S3_ACCESS_KEY_ID": "AK", "BACKUP_S3_SECRET_ACCESS_KEY": "SK", "BACKUP_S3_PART_SIZE": "6GiB"}, []string{"BACKUP_S3_PART_SIZE"}},
 		{"s3://my-bucket", map[string]string{"BACKUP_S3_ACCESS_KEY_ID": "AK", "BACKUP_S3_SECRET_ACCESS_KEY": "SK", "BACKUP_S3_ENDPOINT": "https://user:pw@s3.example.com"}, []string{"BACKUP_S3_ENDPOINT"}},
 		{"swift://c/x", map[string]string{"BACKUP_SWIFT_AUTH_URL": "https://auth.example.com/v3", "BACKUP_SWIFT_USER": "u", "BACKUP_SWIFT_KEY": "k"}, nil},
@@ -187,28 +188,17 @@ func TestCheckListsEveryBadVariable(t *testing.T) {
 	}
 }
 
-func TestProblemString(t *testing.T) {
-	p := storage.Problem{Var: "BACKUP_S3_PART_SIZE", What: `"4MiB" is below the minimum, 5MiB`, Example: "16MiB"}
-	if got, want := p.String(), `BACKUP_S3_PART_SIZE: "4MiB" is below the minimum, 5MiB (for example BACKUP_S3_PART_SIZE=16MiB)`; got != want {
-		t.Errorf("String() = %q, want %q", got, want)
-	}
-}
-
-func TestParseSize(t *testing.T) {
-	for in, want := range map[string]int64{
-		"16MiB": 16 << 20, "64mib": 64 << 20, "5M": 5 << 20, "1GiB": 1 << 30, "512KiB": 512 << 10, "1024": 1024, "2 GiB": 2 << 30, "1TiB": 1 << 40,
-	} {
-		got, err := storage.ParseSize(in)
-		if err != nil || got != want {
-			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
-		}
-		if back, err := storage.ParseSize(storage.FormatSize(want)); err != nil || back != want {
-			t.Errorf("FormatSize(%d) = %q does not parse back", want, storage.FormatSize(want))
+func TestSizeVariablesTakePostgresAndIECUnitsAlike(t *testing.T) {
+	env := func(v string) func(string) string { return func(string) string { return v } }
+	for in, want := range map[string]int64{"32MB": 32 << 20, "32MiB": 32 << 20, "": 16 << 20} {
+		if n, p := storage.SizeVar(env(in), "BACKUP_S3_PART_SIZE", 16<<20, 5<<20, 5<<30); p != nil || n != want {
+			t.Errorf("SizeVar(%q) = %d, %v; want %d", in, n, p, want)
 		}
 	}
-	for _, in := range []string{"", "MiB", "16MB", "16 furlongs", "-5MiB", "99999999999999999999", "9999999999TiB"} {
-		if n, err := storage.ParseSize(in); err == nil {
-			t.Errorf("ParseSize(%q) = %d, want an error", in, n)
+	for in, what := range map[string]string{"4MiB": "below the minimum, 5MiB", "16 furlongs": "kB, MB, GB", "6GB": "above the maximum, 5GiB"} {
+		_, p := storage.SizeVar(env(in), "BACKUP_S3_PART_SIZE", 16<<20, 5<<20, 5<<30)
+		if p == nil || !strings.Contains(p.String(), what) || !strings.HasPrefix(p.String(), "BACKUP_S3_PART_SIZE: ") || !strings.HasSuffix(p.String(), "(example: BACKUP_S3_PART_SIZE=16MiB)") {
+			t.Errorf("SizeVar(%q) = %v; want a problem saying %q", in, p, what)
 		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/mastodon-on-balena/mastodon-balena/config"
 	"github.com/mastodon-on-balena/mastodon-balena/instance"
 	"github.com/mastodon-on-balena/mastodon-balena/jobs"
+	"github.com/mastodon-on-balena/mastodon-balena/problem"
 	"github.com/mastodon-on-balena/mastodon-balena/restore"
 	"github.com/mastodon-on-balena/mastodon-balena/snapshot"
 	"github.com/mastodon-on-balena/mastodon-balena/storage"
@@ -68,7 +69,7 @@ func openBackupEnv(ctx context.Context, log *slog.Logger) (*backupEnv, error) {
 	}
 	level, err := snapshot.CompressionFromEnv(os.Getenv)
 	if err != nil {
-		return nil, &snapshot.RefusedError{Err: err}
+		return nil, &problem.Refused{Err: err}
 	}
 	store, err := storage.Open(ctx, backupTarget(), os.Getenv)
 	if err != nil {
@@ -112,7 +113,7 @@ func (e *backupEnv) reader() *snapshot.Reader { return &snapshot.Reader{Store: e
 func (e *backupEnv) backupNow(ctx context.Context, log *slog.Logger) (*snapshot.Manifest, error) {
 	ret, err := retentionFromEnv()
 	if err != nil {
-		return nil, &snapshot.RefusedError{Err: err}
+		return nil, &problem.Refused{Err: err}
 	}
 	res, err := e.job(log).Run(ctx)
 	if err != nil {
@@ -273,8 +274,7 @@ func backupCmd(ctx context.Context, log *slog.Logger, args []string, stdout, std
 		m, err := e.backupNow(ctx, log)
 		if err != nil {
 			fmt.Fprintln(stderr, "mastokeeper backup:", err)
-			var refused *snapshot.RefusedError
-			if errors.As(err, &refused) {
+			if problem.IsRefused(err) {
 				return exitRefused
 			}
 			return exitFailed
@@ -405,9 +405,7 @@ func restoreCmd(ctx context.Context, base *slog.Logger, args []string, stdout, s
 	m, err := runRestore(ctx, log, from, id, force, trustOld)
 	if err != nil {
 		fmt.Fprintln(stderr, "mastokeeper restore:", err)
-		var refused *restore.RefusedError
-		var cfgErr *config.Error
-		if errors.As(err, &refused) || errors.As(err, &cfgErr) {
+		if problem.IsRefused(err) {
 			return exitRefused
 		}
 		return exitFailed
@@ -459,7 +457,7 @@ func runRestore(ctx context.Context, log *slog.Logger, from, id string, force, t
 	}
 	store, err := storage.Open(ctx, from, os.Getenv)
 	if err != nil {
-		return nil, &restore.RefusedError{Err: err}
+		return nil, &problem.Refused{Err: err}
 	}
 	dir := instance.Dir{Path: cfg.StateDir}
 	device, err := dir.DeviceID(os.Getenv)

@@ -20,7 +20,7 @@ import (
 	"github.com/mastodon-on-balena/mastodon-balena/jobs"
 	"github.com/mastodon-on-balena/mastodon-balena/launch"
 	"github.com/mastodon-on-balena/mastodon-balena/mastodon"
-	"github.com/mastodon-on-balena/mastodon-balena/restore"
+	"github.com/mastodon-on-balena/mastodon-balena/problem"
 	"github.com/mastodon-on-balena/mastodon-balena/sizing"
 	"github.com/mastodon-on-balena/mastodon-balena/snapshot"
 	"github.com/mastodon-on-balena/mastodon-balena/storage"
@@ -137,9 +137,6 @@ func keep(ctx context.Context, base *slog.Logger, logOut io.Writer, stay bool) i
 		// backup just restored.
 		err = provision(ctx, base, logOut, cfg, plan, !restored)
 	}
-	var refused *jobs.RefusedError
-	var cfgErr *config.Error
-	var restoreRefused *restore.RefusedError
 	switch {
 	case err == nil:
 		if !stay {
@@ -155,7 +152,7 @@ func keep(ctx context.Context, base *slog.Logger, logOut io.Writer, stay bool) i
 	case ctx.Err() != nil:
 		log.Info("stopped before provisioning finished; it resumes at the next start", "error", err.Error())
 		return exitFailed
-	case errors.As(err, &refused) || errors.As(err, &cfgErr) || errors.As(err, &restoreRefused):
+	case problem.IsRefused(err):
 		logLines(log, slog.LevelError, err.Error())
 		if !stay {
 			return exitRefused
@@ -201,9 +198,7 @@ func launchCmd(ctx context.Context, log *slog.Logger, what string, argv []string
 	if ctx.Err() != nil {
 		return exitOK
 	}
-	var guard *instance.GuardError
-	var cfgErr *config.Error
-	if errors.As(err, &guard) || errors.As(err, &cfgErr) {
+	if problem.IsRefused(err) {
 		logLines(log, slog.LevelError, err.Error())
 		log.Error("not starting until the problem above is fixed")
 		<-ctx.Done()
@@ -294,9 +289,9 @@ func yesNo(b bool) string {
 func configCheck(stdout, stderr io.Writer) int {
 	var problems []string
 	cfg, err := config.Load(os.Getenv)
-	var cfgErr *config.Error
+	var cfgErr problem.List
 	if errors.As(err, &cfgErr) {
-		for _, p := range cfgErr.Problems {
+		for _, p := range cfgErr {
 			problems = append(problems, p.String())
 		}
 	}
@@ -388,9 +383,7 @@ func tootctl(argv []string, stderr io.Writer) int {
 		err = l.Command(argv)
 	}
 	fmt.Fprintln(stderr, "mastokeeper tootctl:", err)
-	var guard *instance.GuardError
-	var cfgErr *config.Error
-	if errors.As(err, &guard) || errors.As(err, &cfgErr) {
+	if problem.IsRefused(err) {
 		return exitRefused
 	}
 	return exitFailed

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mastodon-on-balena/mastodon-balena/problem"
 	"github.com/mastodon-on-balena/mastodon-balena/storage"
 )
 
@@ -36,7 +37,7 @@ func init() {
 	storage.Register(storage.Backend{
 		Scheme:  "file",
 		Example: "file:///var/lib/mastokeeper/backups",
-		Check: func(t storage.Target, _ func(string) string) []storage.Problem {
+		Check: func(t storage.Target, _ func(string) string) []problem.Problem {
 			return check(t.Path)
 		},
 		Open: func(_ context.Context, t storage.Target, _ func(string) string) (storage.Store, error) {
@@ -45,9 +46,9 @@ func init() {
 	})
 }
 
-func check(dir string) []storage.Problem {
+func check(dir string) []problem.Problem {
 	if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
-		return []storage.Problem{{
+		return []problem.Problem{{
 			Var:     storage.TargetVar,
 			What:    fmt.Sprintf("file://%s is not a directory", dir),
 			Example: "file:///var/lib/mastokeeper/backups",

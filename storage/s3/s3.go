@@ -31,6 +31,8 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
+	"github.com/mastodon-on-balena/mastodon-balena/bytesize"
+	"github.com/mastodon-on-balena/mastodon-balena/problem"
 	"github.com/mastodon-on-balena/mastodon-balena/storage"
 	"github.com/mastodon-on-balena/mastodon-balena/storage/internal/stream"
 )
@@ -66,14 +68,14 @@ func init() {
 	storage.Register(storage.Backend{
 		Scheme:  "s3",
 		Example: targetExample,
-		Check: func(t storage.Target, getenv func(string) string) []storage.Problem {
+		Check: func(t storage.Target, getenv func(string) string) []problem.Problem {
 			_, problems := ConfigFromEnv(t, getenv)
 			return problems
 		},
 		Open: func(_ context.Context, t storage.Target, getenv func(string) string) (storage.Store, error) {
 			cfg, problems := ConfigFromEnv(t, getenv)
 			if len(problems) > 0 {
-				return nil, &storage.ProblemsError{Problems: problems}
+				return nil, problem.List(problems)
 			}
 			return New(cfg)
 		},
@@ -108,7 +110,7 @@ type Config struct {
 
 // ConfigFromEnv builds the Config for target t from the BACKUP_S3_*
 // variables, listing every problem (without network access).
-func ConfigFromEnv(t storage.Target, getenv func(string) string) (Config, []storage.Problem) {
+func ConfigFromEnv(t storage.Target, getenv func(string) string) (Config, []problem.Problem) {
 	cfg := Config{
 		Bucket:          t.Name,
 		Prefix:          t.Prefix,
@@ -118,7 +120,7 @@ func ConfigFromEnv(t storage.Target, getenv func(string) string) (Config, []stor
 		SecretAccessKey: getenv(EnvSecretKey),
 		PathStyle:       PathStyle(strings.ToLower(strings.TrimSpace(getenv(EnvPathStyle)))),
 	}
-	var problems []storage.Problem
+	var problems []problem.Problem
 	if cfg.Endpoint == "" {
 		cfg.Endpoint = DefaultEndpoint
 	}
@@ -141,14 +143,14 @@ var (
 )
 
 // Check lists every problem with cfg, without network access.
-func (cfg Config) Check() []storage.Problem {
+func (cfg Config) Check() []problem.Problem {
 	return cfg.check()
 }
 
-func (cfg Config) check() []storage.Problem {
-	var problems []storage.Problem
+func (cfg Config) check() []problem.Problem {
+	var problems []problem.Problem
 	target := func(what string) {
-		problems = append(problems, storage.Problem{Var: storage.TargetVar, What: what, Example: targetExample})
+		problems = append(problems, problem.Problem{Var: storage.TargetVar, What: what, Example: targetExample})
 	}
 	b := cfg.Bucket
 	switch {
@@ -162,24 +164,24 @@ func (cfg Config) check() []storage.Problem {
 		target(fmt.Sprintf("%q is not a valid bucket name (3 to 63 lowercase letters, digits, '-' and '.')", b))
 	}
 	if _, _, err := parseEndpoint(cfg.Endpoint); err != nil {
-		problems = append(problems, storage.Problem{Var: EnvEndpoint, What: err.Error(), Example: "https://s3.eu-central-003.backblazeb2.com"})
+		problems = append(problems, problem.Problem{Var: EnvEndpoint, What: err.Error(), Example: "https://s3.eu-central-003.backblazeb2.com"})
 	}
 	if cfg.Region != "" && strings.ContainsAny(cfg.Region, " /:") {
-		problems = append(problems, storage.Problem{Var: EnvRegion, What: fmt.Sprintf("%q is not a region name", cfg.Region), Example: "us-east-1"})
+		problems = append(problems, problem.Problem{Var: EnvRegion, What: fmt.Sprintf("%q is not a region name", cfg.Region), Example: "us-east-1"})
 	}
 	if cfg.AccessKeyID == "" {
-		problems = append(problems, storage.Problem{Var: EnvAccessKey, What: "is not set; S3 targets need the access key of a key pair allowed to read, write, list and delete in the bucket", Example: "AKIAIOSFODNN7EXAMPLE"})
+		problems = append(problems, problem.Problem{Var: EnvAccessKey, What: "is not set; S3 targets need the access key of a key pair allowed to read, write, list and delete in the bucket", Example: "AKIAIOSFODNN7EXAMPLE"})
 	}
 	if cfg.SecretAccessKey == "" {
-		problems = append(problems, storage.Problem{Var: EnvSecretKey, What: "is not set; S3 targets need the secret key that goes with " + EnvAccessKey, Example: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"})
+		problems = append(problems, problem.Problem{Var: EnvSecretKey, What: "is not set; S3 targets need the secret key that goes with " + EnvAccessKey, Example: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"})
 	}
 	switch cfg.PathStyle {
 	case "", PathStyleAuto, PathStyleTrue, PathStyleFalse:
 	default:
-		problems = append(problems, storage.Problem{Var: EnvPathStyle, What: fmt.Sprintf("%q is not auto, true or false", string(cfg.PathStyle)), Example: "auto"})
+		problems = append(problems, problem.Problem{Var: EnvPathStyle, What: fmt.Sprintf("%q is not auto, true or false", string(cfg.PathStyle)), Example: "auto"})
 	}
 	if cfg.PartSize != 0 && (cfg.PartSize < MinPartSize || cfg.PartSize > MaxPartSize) {
-		problems = append(problems, storage.Problem{Var: EnvPartSize, What: fmt.Sprintf("%s is outside %s..%s", storage.FormatSize(cfg.PartSize), storage.FormatSize(MinPartSize), storage.FormatSize(MaxPartSize)), Example: storage.FormatSize(DefaultPartSize)})
+		problems = append(problems, problem.Problem{Var: EnvPartSize, What: fmt.Sprintf("%s is outside %s..%s", bytesize.Format(cfg.PartSize), bytesize.Format(MinPartSize), bytesize.Format(MaxPartSize)), Example: bytesize.Format(DefaultPartSize)})
 	}
 	return problems
 }
@@ -236,7 +238,7 @@ var _ storage.Store = (*Store)(nil)
 // New returns the store cfg describes. It makes no network request.
 func New(cfg Config) (*Store, error) {
 	if problems := cfg.check(); len(problems) > 0 {
-		return nil, &storage.ProblemsError{Problems: problems}
+		return nil, problem.List(problems)
 	}
 	if cfg.PartSize == 0 {
 		cfg.PartSize = DefaultPartSize

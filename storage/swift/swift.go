@@ -39,6 +39,8 @@ import (
 
 	"github.com/ncw/swift/v2"
 
+	"github.com/mastodon-on-balena/mastodon-balena/bytesize"
+	"github.com/mastodon-on-balena/mastodon-balena/problem"
 	"github.com/mastodon-on-balena/mastodon-balena/storage"
 	"github.com/mastodon-on-balena/mastodon-balena/storage/internal/stream"
 )
@@ -75,14 +77,14 @@ func init() {
 	storage.Register(storage.Backend{
 		Scheme:  "swift",
 		Example: targetExample,
-		Check: func(t storage.Target, getenv func(string) string) []storage.Problem {
+		Check: func(t storage.Target, getenv func(string) string) []problem.Problem {
 			_, problems := ConfigFromEnv(t, getenv)
 			return problems
 		},
 		Open: func(_ context.Context, t storage.Target, getenv func(string) string) (storage.Store, error) {
 			cfg, problems := ConfigFromEnv(t, getenv)
 			if len(problems) > 0 {
-				return nil, &storage.ProblemsError{Problems: problems}
+				return nil, problem.List(problems)
 			}
 			return New(cfg)
 		},
@@ -114,7 +116,7 @@ type Config struct {
 
 // ConfigFromEnv builds the Config for target t from the BACKUP_SWIFT_*
 // variables, listing every problem (without network access).
-func ConfigFromEnv(t storage.Target, getenv func(string) string) (Config, []storage.Problem) {
+func ConfigFromEnv(t storage.Target, getenv func(string) string) (Config, []problem.Problem) {
 	cfg := Config{
 		Container:                   t.Name,
 		Prefix:                      t.Prefix,
@@ -137,12 +139,12 @@ func ConfigFromEnv(t storage.Target, getenv func(string) string) (Config, []stor
 }
 
 // Check lists every problem with cfg, without network access.
-func (cfg Config) Check() []storage.Problem { return cfg.check() }
+func (cfg Config) Check() []problem.Problem { return cfg.check() }
 
-func (cfg Config) check() []storage.Problem {
-	var problems []storage.Problem
+func (cfg Config) check() []problem.Problem {
+	var problems []problem.Problem
 	add := func(v, what, ex string) {
-		problems = append(problems, storage.Problem{Var: v, What: what, Example: ex})
+		problems = append(problems, problem.Problem{Var: v, What: what, Example: ex})
 	}
 	switch c := cfg.Container; {
 	case c == "":
@@ -184,7 +186,7 @@ func (cfg Config) check() []storage.Problem {
 		add(EnvUser, fmt.Sprintf("is not set: set %s and %s, or %s and %s", EnvUser, EnvKey, EnvAppCredID, EnvAppCredSecret), "user-abc123")
 	}
 	if cfg.SegmentSize != 0 && (cfg.SegmentSize < MinSegmentSize || cfg.SegmentSize > MaxSegmentSize) {
-		add(EnvSegmentSize, fmt.Sprintf("%s is outside %s..%s", storage.FormatSize(cfg.SegmentSize), storage.FormatSize(MinSegmentSize), storage.FormatSize(MaxSegmentSize)), storage.FormatSize(DefaultSegmentSize))
+		add(EnvSegmentSize, fmt.Sprintf("%s is outside %s..%s", bytesize.Format(cfg.SegmentSize), bytesize.Format(MinSegmentSize), bytesize.Format(MaxSegmentSize)), bytesize.Format(DefaultSegmentSize))
 	}
 	return problems
 }
@@ -229,7 +231,7 @@ var _ storage.Store = (*Store)(nil)
 // connection authenticates on first use).
 func New(cfg Config) (*Store, error) {
 	if problems := cfg.check(); len(problems) > 0 {
-		return nil, &storage.ProblemsError{Problems: problems}
+		return nil, problem.List(problems)
 	}
 	if cfg.SegmentSize == 0 {
 		cfg.SegmentSize = DefaultSegmentSize
@@ -404,7 +406,7 @@ func (s *Store) putLarge(ctx context.Context, key, name string, src *stream.Sour
 	for i := 1; ; i++ {
 		if i > maxSegs {
 			return s.wrap("put", key, storage.Permanent(fmt.Errorf("the object is larger than %d segments of %s; raise %s",
-				maxSegs, storage.FormatSize(s.segmentSize), EnvSegmentSize)))
+				maxSegs, bytesize.Format(s.segmentSize), EnvSegmentSize)))
 		}
 		segName := fmt.Sprintf("%s/%08d", segPrefix, i)
 		h := &hashCounter{h: md5.New()}
