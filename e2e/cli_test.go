@@ -41,7 +41,7 @@ func TestConfigCheckListsEveryProblemAtOnce(t *testing.T) {
 		"ADMIN_EMAIL", "DB_PORT", "REDIS_NAMESPACE", "WEB_CONCURRENCY", "example: WEB_CONCURRENCY=1",
 		"POSTGRES_SHARED_BUFFERS", "example: POSTGRES_SHARED_BUFFERS=256MB",
 		"SECRET_KEY_BASE", "VAPID_PRIVATE_KEY", "BACKUP_TARGET", "BACKUP_KEEP_DAILY",
-		"BACKUP_PASSPHRASE has 7 characters", "example: BACKUP_PASSPHRASE=", "example: BACKUP_COMPRESSION=fast",
+		"BACKUP_PASSPHRASE: has 7 characters", "example: BACKUP_PASSPHRASE=", "example: BACKUP_COMPRESSION=fast",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("the report lacks %q", want)

@@ -82,6 +82,8 @@ type Scheduler struct {
 	// CatchUpDelay is how long after the start an overdue job runs, so that
 	// Mastodon's own processes start first after a power cut.
 	CatchUpDelay time.Duration
+	// Observer, when set, hears of every run and every next time.
+	Observer Observer
 
 	log      *slog.Logger
 	dir      instance.Dir
@@ -95,6 +97,16 @@ type Scheduler struct {
 	mu      sync.Mutex
 	current string // the job holding slot
 	wg      sync.WaitGroup
+}
+
+// Observer hears what the scheduler does, to record it: a job started, a
+// job finished (err nil for success; a run interrupted by the keeper
+// stopping is neither), and when a job runs next (zero: never, it is off
+// or its schedule is bad).
+type Observer interface {
+	JobStarted(job string, at time.Time)
+	JobFinished(job string, at time.Time, err error)
+	JobNext(job string, next time.Time)
 }
 
 type schedEntry struct {
@@ -277,8 +289,10 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		switch {
 		case e.off:
 			s.log.Info(fmt.Sprintf("%s is off (%s=off)", e.Name, e.Var), "job", e.Name)
+			s.observe(func(o Observer) { o.JobNext(e.Name, time.Time{}) })
 			continue
 		case e.sched == nil:
+			s.observe(func(o Observer) { o.JobNext(e.Name, time.Time{}) })
 			continue // a problem logged above
 		}
 		active = append(active, e)
@@ -445,8 +459,15 @@ func (s *Scheduler) execute(ctx context.Context, e *schedEntry, due time.Time, r
 	e.started.Store(&start)
 	defer e.started.Store(nil)
 	s.log.Info(e.Name+" started", "job", e.Name, "reason", reason)
+	s.observe(func(o Observer) { o.JobStarted(e.Name, start) })
 	err = safeRun(ctx, e.Run)
 	took := jobDuration(s.now().Sub(start))
+	if ctx.Err() == nil {
+		s.observe(func(o Observer) {
+			o.JobFinished(e.Name, s.now(), err)
+			o.JobNext(e.Name, e.getNext())
+		})
+	}
 	switch {
 	case err == nil:
 		if err := s.recordSuccess(e, start); err != nil {
@@ -472,8 +493,15 @@ func safeRun(ctx context.Context, run func(context.Context) error) (err error) {
 	return run(ctx)
 }
 
+func (s *Scheduler) observe(f func(o Observer)) {
+	if s.Observer != nil {
+		f(s.Observer)
+	}
+}
+
 func (s *Scheduler) logNext(e *schedEntry) {
 	next := e.getNext()
+	s.observe(func(o Observer) { o.JobNext(e.Name, next) })
 	if next.IsZero() {
 		return
 	}

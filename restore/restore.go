@@ -160,7 +160,7 @@ func (r *Restore) pick(ctx context.Context, rd *snapshot.Reader) (*snapshot.Mani
 			newest := l.Old[len(l.Old)-1].ID
 			return nil, &problem.Refused{Err: fmt.Errorf("%s holds only backups in the old format 1, which carries no authentication (the newest: %s): anyone who can write there could have forged them. If no one else can write to it, restore with 'mastokeeper restore --trust-old-format'", r.Store, newest)}
 		}
-		return nil, &problem.Refused{Err: fmt.Errorf("%w: %s holds no complete backup this instance's key authenticates (see 'mastokeeper backup list')", snapshot.ErrNoBackup, r.Store)}
+		return nil, &problem.Refused{Err: fmt.Errorf("%w at %s: it holds no complete backup this key authenticates (see 'mastokeeper backup list')", snapshot.ErrNoBackup, r.Store)}
 	}
 	m, why, err := rd.Newest(ctx, l)
 	if err != nil {

@@ -18,7 +18,7 @@ func TestCompressionFromEnv_NamesTheLevelsAndRefusesOthers(t *testing.T) {
 	}
 	for _, v := range []string{"Fast", "fastest", "9"} {
 		_, err := CompressionFromEnv(func(string) string { return v })
-		if err == nil || !strings.Contains(err.Error(), "BACKUP_COMPRESSION is \""+v+"\"") || !strings.Contains(err.Error(), "example: BACKUP_COMPRESSION=fast") {
+		if err == nil || !strings.Contains(err.Error(), "BACKUP_COMPRESSION: is \""+v+"\"") || !strings.Contains(err.Error(), "example: BACKUP_COMPRESSION=fast") {
 			t.Errorf("BACKUP_COMPRESSION=%q: error %v; want the variable, the value and an example", v, err)
 		}
 	}

@@ -9,6 +9,8 @@ import (
 	"unicode/utf8"
 
 	"filippo.io/age"
+
+	"github.com/mastodon-on-balena/mastodon-balena/problem"
 )
 
 // Every object is encrypted with age to the instance's backup key, an
@@ -85,16 +87,17 @@ type Sealer struct {
 const MinPassphrase = 12
 
 // CheckSeal says what is wrong with the passphrase or recipient for
-// sealing; nil when they can seal. It never repeats a secret.
+// sealing (a problem.List); nil when they can seal. It never repeats a
+// secret.
 func (s Sealer) CheckSeal() error {
 	switch {
 	case s.Recipient != "":
 		if _, err := age.ParseX25519Recipient(s.Recipient); err != nil {
-			return fmt.Errorf("BACKUP_AGE_RECIPIENT is not an age public key (example: BACKUP_AGE_RECIPIENT=age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p): %w", err)
+			return problem.List{{Var: "BACKUP_AGE_RECIPIENT", What: fmt.Sprintf("is not an age public key (%v)", err), Example: "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"}}
 		}
 	case s.Passphrase != "":
 		if n := utf8.RuneCountInString(s.Passphrase); n < MinPassphrase {
-			return fmt.Errorf("BACKUP_PASSPHRASE has %d characters; it guards every backup, so it needs at least %d (example: BACKUP_PASSPHRASE=\"four random words you keep elsewhere\")", n, MinPassphrase)
+			return problem.List{{Var: "BACKUP_PASSPHRASE", What: fmt.Sprintf("has %d characters; it guards every backup, so it needs at least %d", n, MinPassphrase), Example: `"four random words you keep elsewhere"`}}
 		}
 	}
 	return nil

@@ -67,7 +67,7 @@ func Claim(ctx context.Context, s storage.Store, k *Key, me Owner) error {
 	switch {
 	case err == nil:
 		if o.Device != me.Device {
-			return &problem.Refused{Err: fmt.Errorf("%w: since %s the backups of %s at %s are written by device %s (the instance was restored there). This device stops writing to it; if this device is the one to keep, restore the newest backup onto it with 'mastokeeper restore --force'",
+			return &problem.Refused{Err: fmt.Errorf("%w: since %s the backups of %s at %s are written by device %s (the instance was restored there). This device stops writing to it. If this device is the one to keep, take the backups back with 'mastokeeper backup claim' (that device's backups are then refused), or restore the newest backup onto this device with 'mastokeeper restore --force'",
 				ErrNotOwner, o.Since.Format(time.RFC3339), o.LocalDomain, s, o.Device)}
 		}
 		if o.InstanceID == me.InstanceID && o.LocalDomain == me.LocalDomain {
@@ -79,7 +79,7 @@ func Claim(ctx context.Context, s storage.Store, k *Key, me Owner) error {
 			return &problem.Refused{Err: fmt.Errorf("%w: %s holds the backups of %s, not of this instance (%s): set BACKUP_TARGET to a place of this instance's own, e.g. another prefix (example: BACKUP_TARGET=s3://bucket/%s)", ErrOtherInstance, s, o.LocalDomain, me.LocalDomain, me.LocalDomain)}
 		}
 		if o.Device != me.Device {
-			return &problem.Refused{Err: fmt.Errorf("%w: the backups of %s at %s are written by device %s. This device stops writing to it; if this device is the one to keep, restore the newest backup onto it with 'mastokeeper restore --force'", ErrNotOwner, o.LocalDomain, s, o.Device)}
+			return &problem.Refused{Err: fmt.Errorf("%w: the backups of %s at %s are written by device %s. This device stops writing to it. If this device is the one to keep, take the backups back with 'mastokeeper backup claim', or restore the newest backup onto this device with 'mastokeeper restore --force'", ErrNotOwner, o.LocalDomain, s, o.Device)}
 		}
 	case errors.Is(err, storage.ErrNotFound):
 	case errors.Is(err, ErrUnauthentic), errors.Is(err, ErrCorrupt):
@@ -130,4 +130,41 @@ func (r *Reader) decrypts(ctx context.Context, m *Manifest) bool {
 	defer rc.Close()
 	_, err = r.Key.Decrypt(rc)
 	return err == nil
+}
+
+// TakeOver makes me the owner of a target whose owner record names another
+// device of this same instance (the instance was restored there, and this
+// device is the one to keep after all), once confirm agrees. It is Claim
+// for a person who decided: the same rules keep another instance's target
+// out of reach - only an owner record this instance's key authenticates,
+// or an old-format one of this domain over backups this key reads, is
+// taken over. It reports whether the owner record changed.
+func TakeOver(ctx context.Context, s storage.Store, k *Key, me Owner, confirm func(current *Owner) bool) (bool, error) {
+	o, err := ReadOwner(ctx, s, k)
+	switch {
+	case err == nil && o.Device == me.Device && o.InstanceID == me.InstanceID:
+		return false, nil
+	case err == nil:
+	case errors.Is(err, errOldFormat) && o.LocalDomain == me.LocalDomain:
+		mine, foreign, err := backupsBy(ctx, s, k)
+		if err != nil {
+			return false, err
+		}
+		if foreign > 0 && mine == 0 {
+			return false, Claim(ctx, s, k, me) // refused, saying why
+		}
+		if o.Device == me.Device {
+			return true, WriteOwner(ctx, s, k, me)
+		}
+	default:
+		// No owner record, or another instance's: Claim's rules and words.
+		if err := Claim(ctx, s, k, me); err != nil {
+			return false, err
+		}
+		return true, nil
+	}
+	if !confirm(o) {
+		return false, problem.Refusef("not claimed; nothing was changed")
+	}
+	return true, WriteOwner(ctx, s, k, me)
 }

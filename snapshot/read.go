@@ -24,7 +24,7 @@ import (
 var ErrCorrupt = errors.New("backup is damaged")
 
 // ErrNoBackup means the target holds no complete backup (or not the one asked for).
-var ErrNoBackup = errors.New("no such backup")
+var ErrNoBackup = errors.New("no backup found")
 
 // Reader reads the snapshots on a target with the instance's backup key.
 type Reader struct {
@@ -115,7 +115,7 @@ func (r *Reader) ReadManifest(ctx context.Context, id string) (*Manifest, error)
 	key := ManifestKey(id)
 	rc, err := r.Store.Get(ctx, key)
 	if errors.Is(err, storage.ErrNotFound) {
-		return nil, fmt.Errorf("%w: no complete backup %s at %s (see 'mastokeeper backup list'): %w", ErrNoBackup, id, r.Store, err)
+		return nil, fmt.Errorf("%w: there is no complete backup %s at %s (see 'mastokeeper backup list'): %w", ErrNoBackup, id, r.Store, err)
 	}
 	if err != nil {
 		return nil, err

@@ -123,7 +123,7 @@ func CompressionFromEnv(getenv func(string) string) (zstd.EncoderLevel, error) {
 	if l, ok := compressionLevels[v]; ok {
 		return l, nil
 	}
-	return zstd.SpeedDefault, fmt.Errorf("BACKUP_COMPRESSION is %q; it must be fast, default or small (example: BACKUP_COMPRESSION=fast)", v)
+	return zstd.SpeedDefault, problem.List{{Var: "BACKUP_COMPRESSION", What: fmt.Sprintf("is %q; it must be fast, default or small", v), Example: "fast"}}
 }
 
 // Run takes the snapshot.
