@@ -9,6 +9,8 @@ require (
 	go.yaml.in/yaml/v4 v4.0.0-rc.4
 )
 
+require github.com/wneessen/go-mail v0.8.1
+
 require (
 	filippo.io/age v1.3.2
 	filippo.io/hpke v0.4.0 // indirect

@@ -1183,7 +1183,7 @@ func TestFaultRestoreKilledAtManyPoints(t *testing.T) {
 
 	t.Run("while staging media, then a backup", func(t *testing.T) {
 		release := holdBlob(t, old, blobs[len(blobs)-1])
-		k := old.start(old.env, "restore", "--force")
+		k := old.start(old.env, "restore", "--force", "--no-safety-backup")
 		waitStaged(t, old, len(blobs))
 		k.kill()
 		release()
@@ -1205,7 +1205,7 @@ func TestFaultRestoreKilledAtManyPoints(t *testing.T) {
 		if exists(filepath.Join(old.media, ".mastokeeper-restore")) {
 			t.Error("the backup left the killed restore's staged files")
 		}
-		if r := old.keeper(old.env, "restore", "--force"); r.code != 0 {
+		if r := old.keeper(old.env, "restore", "--force", "--no-safety-backup"); r.code != 0 {
 			t.Fatalf("the next restore exited %d:\n%s", r.code, r.out)
 		}
 		assertSameData(t, want, old.fingerprint(t))

@@ -478,3 +478,23 @@ func TestKeeperServiceRunsTheScheduleAndABadOneDisablesOnlyItsJob(t *testing.T) 
 		t.Errorf("the report has no example of a good schedule")
 	}
 }
+
+// Mastodon refuses an Owner address whose domain does not resolve (no
+// network yet at a first boot): the keeper says so and keeps trying,
+// never a silent or stuck first boot.
+func TestAnOwnerAddressThatDoesNotResolveIsSaidAndRetried(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, "ADMIN_EMAIL=alice@nowhere.example", "STANDIN_UNRESOLVABLE=nowhere.example")
+	k := s.start(nil, "run")
+	if !k.waitFor("the Owner account cannot be created yet", 60*time.Second) || !k.waitFor("waiting for the Owner's e-mail domain to resolve", 10*time.Second) {
+		t.Fatalf("the keeper did not say why it cannot create the Owner:\n%s", s.allLogs())
+	}
+	if !k.waitFor("attempt=2", 10*time.Second) {
+		t.Fatalf("the keeper did not try again:\n%s", s.allLogs())
+	}
+	k.kill()
+	p := s.provision("STANDIN_UNRESOLVABLE=")
+	if !bannerPwd.MatchString(p.out) {
+		t.Errorf("once the domain resolves, the Owner is created:\n%s", p.out)
+	}
+}

@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"context"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -104,4 +106,37 @@ func TestBackupClaimTakesTheTargetBackAfterAsking(t *testing.T) {
 	if again.code != 0 || !strings.Contains(again.out, "nothing to claim") {
 		t.Errorf("a second claim (%d):\n%s", again.code, again.out)
 	}
+}
+
+// restore --force on a live instance backs it up first - after choosing
+// what to restore, pruning nothing - so the restore can be undone; and it
+// says what it brought back.
+func TestAForcedRestoreTakesASafetyBackupFirstAndCanBeUndone(t *testing.T) {
+	t.Parallel()
+	d, want := backedUpWith(t, `INSERT INTO statuses (account_id, text) SELECT 1, 'kept ' || g FROM generate_series(1, 40) g`)
+	before := d.list(t)
+	if _, err := d.db("mastodon_production").Exec(context.Background(), `INSERT INTO statuses (account_id, text) SELECT 1, 'newer ' || g FROM generate_series(1, 7) g`); err != nil {
+		t.Fatal(err)
+	}
+	newer := d.fingerprint(t)
+
+	r := d.keeper(d.env, "restore", "--force")
+	if r.code != 0 || !strings.Contains(r.out, "taking a safety backup") || !strings.Contains(r.out, "restored backup "+strings.Fields(before[len(before)-1])[0]) {
+		t.Fatalf("restore --force (%d):\n%s", r.code, r.out)
+	}
+	if !regexp.MustCompile(`: \d+ local accounts?, 4\d statuses, 3 media files\.`).MatchString(r.out) {
+		t.Errorf("the restore does not say what it brought back:\n%s", r.out)
+	}
+	assertSameData(t, want, d.fingerprint(t))
+	after := d.list(t)
+	if len(after) != len(before)+1 {
+		t.Fatalf("backups before %v, after %v: want one safety backup more and none pruned", before, after)
+	}
+	safety := strings.Fields(after[len(after)-1])[0]
+
+	undo := d.keeper(d.env, "restore", "--force", "--no-safety-backup", "--backup", safety)
+	if undo.code != 0 || strings.Contains(undo.out, "taking a safety backup") {
+		t.Fatalf("undoing with the safety backup (%d):\n%s", undo.code, undo.out)
+	}
+	assertSameData(t, newer, d.fingerprint(t))
 }

@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -233,15 +234,7 @@ func streamingStandIn(t *testing.T) (*httptest.Server, *stackRecorder) {
 }
 
 // stackFreePort picks a free loopback port for Caddy.
-func stackFreePort(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	_, port, _ := net.SplitHostPort(l.Addr().String())
-	return port
-}
+func stackFreePort(t *testing.T) string { return strconv.Itoa(freePort(t)) }
 
 // stackStartCaddy runs `caddy run` with the repository's Caddyfile, listening
 // on loopback only, and returns its base URL. Caddy is killed at cleanup.

@@ -143,6 +143,10 @@ type Cleanup struct {
 
 	// FreeSpace reads the media volume's space: StatFS unless replaced.
 	FreeSpace func(path string) (DiskSpace, error)
+	// OnDisk, when set, hears the guard's every look at the volume: its
+	// space, and whether it is below DISK_FREE_MIN even though an early
+	// cleanup ran.
+	OnDisk func(space DiskSpace, lowAfterCleanup bool)
 
 	problems     []problem.Problem
 	now          func() time.Time
@@ -391,6 +395,7 @@ func (c *Cleanup) Guard(ctx context.Context) {
 		c.Log.Warn(fmt.Sprintf("%s=%s is more than the media volume's whole size (%s): the early cleanup will run every %s. Use a percentage such as 10%%",
 			DiskFreeMinVar, c.FreeMin, FormatBytes(sp.Total), shortDuration(c.PressureGap)))
 	}
+	c.report()
 	t := time.NewTicker(c.CheckEvery)
 	defer t.Stop()
 	for {
@@ -402,7 +407,23 @@ func (c *Cleanup) Guard(ctx context.Context) {
 		if _, err := c.CheckDisk(ctx); err != nil && ctx.Err() == nil {
 			c.Log.Error("disk-pressure cleanup: " + err.Error())
 		}
+		c.report()
 	}
+}
+
+// report tells OnDisk how the volume stands.
+func (c *Cleanup) report() {
+	if c.OnDisk == nil {
+		return
+	}
+	sp, err := c.FreeSpace(c.MediaDir)
+	if err != nil {
+		return
+	}
+	c.mu.Lock()
+	cleaned := !c.lastPressure.IsZero()
+	c.mu.Unlock()
+	c.OnDisk(sp, cleaned && c.FreeMin.Below(sp))
 }
 
 // CheckDisk checks the media volume once. Below DISK_FREE_MIN it runs the

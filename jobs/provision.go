@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/mastodon-on-balena/mastodon-balena/mastodon"
 	"github.com/mastodon-on-balena/mastodon-balena/postgres"
 	"github.com/mastodon-on-balena/mastodon-balena/problem"
+	"github.com/mastodon-on-balena/mastodon-balena/retry"
 	"github.com/mastodon-on-balena/mastodon-balena/sizing"
 )
 
@@ -227,6 +229,22 @@ func (p *Provisioner) ensureOwner(ctx context.Context, dir instance.Dir, rec *in
 	}
 	p.Log.Info("creating the Owner account", "username", p.Cfg.AdminUsername, "email", email)
 	password, err := run.CreateOwner(ctx, p.Cfg.AdminUsername, email)
+	if err != nil && !p.resolves(ctx, email) {
+		// Mastodon refuses an address whose domain has no MX or A record:
+		// no network yet at a first boot, or a domain without records.
+		// Say so, and try again until it resolves or the variable changes.
+		_, domain, _ := strings.Cut(email, "@")
+		p.Log.Warn(fmt.Sprintf("the Owner account cannot be created yet: Mastodon requires its e-mail's domain (%s) to have mail (MX) or address records, and this device cannot resolve them - "+
+			"the network is not up yet, or the domain has no records. The keeper tries again; web, sidekiq and streaming run meanwhile. "+
+			"To use another address, set ADMIN_EMAIL (example: ADMIN_EMAIL=you@example.org)", domain), "error", err.Error())
+		err = retry.Until(ctx, p.Log.With("email_domain", domain), "waiting for the Owner's e-mail domain to resolve", "the Owner account was created", func() error {
+			password, err = run.CreateOwner(ctx, p.Cfg.AdminUsername, email)
+			if err != nil && p.resolves(ctx, email) {
+				return retry.Permanent(err) // refused for another reason
+			}
+			return err
+		})
+	}
 	if err != nil {
 		return err
 	}
@@ -239,6 +257,19 @@ func (p *Provisioner) ensureOwner(ctx context.Context, dir instance.Dir, rec *in
 		"Lost it? In a terminal on the keeper service run:",
 		"  mastokeeper admin reset-password "+p.Cfg.AdminUsername)
 	return dir.Mark(instance.MarkerOwnerAnnounced)
+}
+
+// resolves says whether the e-mail's domain has MX or address records, as
+// Mastodon's check of a new account's address requires.
+func (p *Provisioner) resolves(ctx context.Context, email string) bool {
+	_, domain, _ := strings.Cut(email, "@")
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if mx, err := net.DefaultResolver.LookupMX(ctx, domain); err == nil && len(mx) > 0 {
+		return true
+	}
+	addrs, err := net.DefaultResolver.LookupHost(ctx, domain)
+	return err == nil && len(addrs) > 0
 }
 
 // WriteBanner frames lines so that they stand out in a log.

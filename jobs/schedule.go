@@ -196,6 +196,29 @@ func CheckSchedules(getenv func(string) string) []problem.Problem {
 	return ps
 }
 
+// Interval is the longest gap between two runs of the job whose schedule
+// variable is name (default def) over the next few runs, as of now; false
+// when the job is off or its schedule is bad.
+func Interval(getenv func(string) string, name, def string, now time.Time) (time.Duration, bool) {
+	loc, _ := loadTimezone(getenv)
+	spec := strings.TrimSpace(getenv(name))
+	if spec == "" {
+		spec = def
+	}
+	sched, off, p := parseSchedule(name, spec, def, loc, minInterval)
+	if off || p != nil {
+		return 0, false
+	}
+	var longest time.Duration
+	t := sched.Next(now.In(loc))
+	for range 8 {
+		n := sched.Next(t)
+		longest = max(longest, n.Sub(t))
+		t = n
+	}
+	return longest, true
+}
+
 func loadTimezone(getenv func(string) string) (*time.Location, []problem.Problem) {
 	name := strings.TrimSpace(getenv(TimezoneVar))
 	if name == "" {

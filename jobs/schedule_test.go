@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/mastodon-on-balena/mastodon-balena/instance"
@@ -250,320 +251,348 @@ func writeLast(t *testing.T, dir instance.Dir, job string, at time.Time) {
 
 func TestFirstStart_RecordsABaselineAndRunsNothing(t *testing.T) {
 	t.Parallel()
-	dir := instance.Dir{Path: t.TempDir()}
-	log, out := testLog()
-	c := &counter{}
-	now := mustTime(t, "2026-11-25 10:00", time.UTC)
-	s, _ := NewScheduler(envMap(nil), dir, log, Job{Name: "media cleanup", Var: "MEDIA_CLEANUP_SCHEDULE", Default: "0 3 * * 0", Run: c.run})
-	s.now = func() time.Time { return now }
-	s.CatchUpDelay = 0
-	runFor(t, s, 300*time.Millisecond)
-	if c.runs.Load() != 0 {
-		t.Errorf("a fresh instance ran the job at once")
-	}
-	last, ok, err := LastSuccess(dir, "media cleanup")
-	if !ok || err != nil || !last.Equal(now) {
-		t.Errorf("baseline %v %v %v; want %v", last, ok, err, now)
-	}
-	if !strings.Contains(out.String(), "next media cleanup at 2026-11-29 03:00 UTC") {
-		t.Errorf("the log does not say when the job runs next:\n%s", out)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		dir := instance.Dir{Path: t.TempDir()}
+		log, out := testLog()
+		c := &counter{}
+		now := mustTime(t, "2026-11-25 10:00", time.UTC)
+		s, _ := NewScheduler(envMap(nil), dir, log, Job{Name: "media cleanup", Var: "MEDIA_CLEANUP_SCHEDULE", Default: "0 3 * * 0", Run: c.run})
+		s.now = func() time.Time { return now }
+		s.CatchUpDelay = 0
+		runFor(t, s, 300*time.Millisecond)
+		if c.runs.Load() != 0 {
+			t.Errorf("a fresh instance ran the job at once")
+		}
+		last, ok, err := LastSuccess(dir, "media cleanup")
+		if !ok || err != nil || !last.Equal(now) {
+			t.Errorf("baseline %v %v %v; want %v", last, ok, err, now)
+		}
+		if !strings.Contains(out.String(), "next media cleanup at 2026-11-29 03:00 UTC") {
+			t.Errorf("the log does not say when the job runs next:\n%s", out)
+		}
+	})
 }
 
 func TestAfterAPowerCut_AnOverdueJobRunsOnceAtStart(t *testing.T) {
 	t.Parallel()
-	dir := instance.Dir{Path: t.TempDir()}
-	log, out := testLog()
-	now := mustTime(t, "2026-11-25 10:00", time.UTC)
-	// Missed three Sundays and two months: each job runs once.
-	writeLast(t, dir, "media cleanup", mustTime(t, "2026-11-01 03:00", time.UTC))
-	writeLast(t, dir, "orphaned media cleanup", mustTime(t, "2026-09-01 04:00", time.UTC))
-	writeLast(t, dir, "backup", mustTime(t, "2026-11-25 00:00", time.UTC)) // ran today: not overdue
-	media, orphans, backup := &counter{}, &counter{}, &counter{}
-	s, _ := NewScheduler(envMap(nil), dir, log,
-		Job{Name: "media cleanup", Var: "MEDIA_CLEANUP_SCHEDULE", Default: "0 3 * * 0", Run: media.run},
-		Job{Name: "orphaned media cleanup", Var: "ORPHANS_CLEANUP_SCHEDULE", Default: "0 4 1 * *", Run: orphans.run},
-		Job{Name: "backup", Var: "BACKUP_SCHEDULE", Default: "@daily", Run: backup.run})
-	s.now = func() time.Time { return now }
-	s.CatchUpDelay = 0
-	if err := runFor(t, s, 500*time.Millisecond); err != nil {
-		t.Fatal(err)
-	}
-	if media.runs.Load() != 1 || orphans.runs.Load() != 1 || backup.runs.Load() != 0 {
-		t.Errorf("runs: media %d, orphans %d, backup %d; want 1, 1, 0", media.runs.Load(), orphans.runs.Load(), backup.runs.Load())
-	}
-	if last, _, _ := LastSuccess(dir, "media cleanup"); !last.Equal(now) {
-		t.Errorf("the run was not recorded: last %v", last)
-	}
-	for _, want := range []string{
-		"media cleanup is overdue: it was due 2026-11-08 03:00 UTC and last ran 2026-11-01 03:00 UTC",
-		"media cleanup done in",
-		"orphaned media cleanup done in",
-	} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("the log does not say %q:\n%s", want, out)
+	synctest.Test(t, func(t *testing.T) {
+		dir := instance.Dir{Path: t.TempDir()}
+		log, out := testLog()
+		now := mustTime(t, "2026-11-25 10:00", time.UTC)
+		// Missed three Sundays and two months: each job runs once.
+		writeLast(t, dir, "media cleanup", mustTime(t, "2026-11-01 03:00", time.UTC))
+		writeLast(t, dir, "orphaned media cleanup", mustTime(t, "2026-09-01 04:00", time.UTC))
+		writeLast(t, dir, "backup", mustTime(t, "2026-11-25 00:00", time.UTC)) // ran today: not overdue
+		media, orphans, backup := &counter{}, &counter{}, &counter{}
+		s, _ := NewScheduler(envMap(nil), dir, log,
+			Job{Name: "media cleanup", Var: "MEDIA_CLEANUP_SCHEDULE", Default: "0 3 * * 0", Run: media.run},
+			Job{Name: "orphaned media cleanup", Var: "ORPHANS_CLEANUP_SCHEDULE", Default: "0 4 1 * *", Run: orphans.run},
+			Job{Name: "backup", Var: "BACKUP_SCHEDULE", Default: "@daily", Run: backup.run})
+		s.now = func() time.Time { return now }
+		s.CatchUpDelay = 0
+		if err := runFor(t, s, 500*time.Millisecond); err != nil {
+			t.Fatal(err)
 		}
-	}
+		if media.runs.Load() != 1 || orphans.runs.Load() != 1 || backup.runs.Load() != 0 {
+			t.Errorf("runs: media %d, orphans %d, backup %d; want 1, 1, 0", media.runs.Load(), orphans.runs.Load(), backup.runs.Load())
+		}
+		if last, _, _ := LastSuccess(dir, "media cleanup"); !last.Equal(now) {
+			t.Errorf("the run was not recorded: last %v", last)
+		}
+		for _, want := range []string{
+			"media cleanup is overdue: it was due 2026-11-08 03:00 UTC and last ran 2026-11-01 03:00 UTC",
+			"media cleanup done in",
+			"orphaned media cleanup done in",
+		} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("the log does not say %q:\n%s", want, out)
+			}
+		}
 
-	// The next start, nothing is overdue any more.
-	media2 := &counter{}
-	s, _ = NewScheduler(envMap(nil), dir, log, Job{Name: "media cleanup", Var: "MEDIA_CLEANUP_SCHEDULE", Default: "0 3 * * 0", Run: media2.run})
-	s.now = func() time.Time { return now.Add(time.Hour) }
-	s.CatchUpDelay = 0
-	runFor(t, s, 300*time.Millisecond)
-	if media2.runs.Load() != 0 {
-		t.Error("the job ran again at the next start")
-	}
+		// The next start, nothing is overdue any more.
+		media2 := &counter{}
+		s, _ = NewScheduler(envMap(nil), dir, log, Job{Name: "media cleanup", Var: "MEDIA_CLEANUP_SCHEDULE", Default: "0 3 * * 0", Run: media2.run})
+		s.now = func() time.Time { return now.Add(time.Hour) }
+		s.CatchUpDelay = 0
+		runFor(t, s, 300*time.Millisecond)
+		if media2.runs.Load() != 0 {
+			t.Error("the job ran again at the next start")
+		}
+	})
 }
 
 func TestOverdueRun_WaitsForTheCatchUpDelay(t *testing.T) {
 	t.Parallel()
-	dir := instance.Dir{Path: t.TempDir()}
-	writeLast(t, dir, "media cleanup", time.Now().Add(-30*24*time.Hour))
-	c := &counter{}
-	s, _ := NewScheduler(envMap(nil), dir, slog.New(slog.DiscardHandler), Job{Name: "media cleanup", Var: "MEDIA_CLEANUP_SCHEDULE", Default: "0 3 * * 0", Run: c.run})
-	s.CatchUpDelay = time.Hour
-	runFor(t, s, 300*time.Millisecond)
-	if c.runs.Load() != 0 {
-		t.Error("the overdue job ran before the catch-up delay")
-	}
+	synctest.Test(t, func(t *testing.T) {
+		dir := instance.Dir{Path: t.TempDir()}
+		writeLast(t, dir, "media cleanup", time.Now().Add(-30*24*time.Hour))
+		c := &counter{}
+		s, _ := NewScheduler(envMap(nil), dir, slog.New(slog.DiscardHandler), Job{Name: "media cleanup", Var: "MEDIA_CLEANUP_SCHEDULE", Default: "0 3 * * 0", Run: c.run})
+		s.CatchUpDelay = time.Hour
+		runFor(t, s, 300*time.Millisecond)
+		if c.runs.Load() != 0 {
+			t.Error("the overdue job ran before the catch-up delay")
+		}
+	})
 }
 
 func TestSameJob_NeverOverlapsItself(t *testing.T) {
 	t.Parallel()
-	log, out := testLog()
-	slow := &counter{delay: 5 * time.Second}
-	s, ps := newScheduler(envMap(map[string]string{"SLOW_SCHEDULE": "@every 1s"}), instance.Dir{Path: t.TempDir()}, log, time.Second,
-		Job{Name: "slow job", Var: "SLOW_SCHEDULE", Run: slow.run})
-	if len(ps) != 0 {
-		t.Fatal(ps)
-	}
-	runFor(t, s, 3700*time.Millisecond)
-	if n := slow.runs.Load(); n != 1 {
-		t.Errorf("%d runs; want 1 (the others skipped)", n)
-	}
-	if !strings.Contains(out.String(), "slow job skipped: its previous run, started") || !strings.Contains(out.String(), "is still running") {
-		t.Errorf("the log does not say a run was skipped:\n%s", out)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		log, out := testLog()
+		slow := &counter{delay: 5 * time.Second}
+		s, ps := newScheduler(envMap(map[string]string{"SLOW_SCHEDULE": "@every 1s"}), instance.Dir{Path: t.TempDir()}, log, time.Second,
+			Job{Name: "slow job", Var: "SLOW_SCHEDULE", Run: slow.run})
+		if len(ps) != 0 {
+			t.Fatal(ps)
+		}
+		runFor(t, s, 3700*time.Millisecond)
+		if n := slow.runs.Load(); n != 1 {
+			t.Errorf("%d runs; want 1 (the others skipped)", n)
+		}
+		if !strings.Contains(out.String(), "slow job skipped: its previous run, started") || !strings.Contains(out.String(), "is still running") {
+			t.Errorf("the log does not say a run was skipped:\n%s", out)
+		}
+	})
 }
 
 func TestJobs_RunOneAtATime(t *testing.T) {
 	t.Parallel()
-	log, out := testLog()
-	var running, maxSeen atomic.Int32
-	a := &counter{delay: 1200 * time.Millisecond, running: &running, maxSeen: &maxSeen}
-	b := &counter{delay: 1200 * time.Millisecond, running: &running, maxSeen: &maxSeen}
-	env := envMap(map[string]string{"A_SCHEDULE": "@every 1s", "B_SCHEDULE": "@every 1s"})
-	s, _ := newScheduler(env, instance.Dir{Path: t.TempDir()}, log, time.Second,
-		Job{Name: "job a", Var: "A_SCHEDULE", Run: a.run}, Job{Name: "job b", Var: "B_SCHEDULE", Run: b.run})
-	runFor(t, s, 3500*time.Millisecond)
-	if maxSeen.Load() != 1 {
-		t.Errorf("%d jobs ran at once", maxSeen.Load())
-	}
-	if a.runs.Load() == 0 || b.runs.Load() == 0 {
-		t.Errorf("runs a %d, b %d: both should have run", a.runs.Load(), b.runs.Load())
-	}
-	if !strings.Contains(out.String(), "waits for job") {
-		t.Errorf("the log does not say a job waited:\n%s", out)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		log, out := testLog()
+		var running, maxSeen atomic.Int32
+		a := &counter{delay: 1200 * time.Millisecond, running: &running, maxSeen: &maxSeen}
+		b := &counter{delay: 1200 * time.Millisecond, running: &running, maxSeen: &maxSeen}
+		env := envMap(map[string]string{"A_SCHEDULE": "@every 1s", "B_SCHEDULE": "@every 1s"})
+		s, _ := newScheduler(env, instance.Dir{Path: t.TempDir()}, log, time.Second,
+			Job{Name: "job a", Var: "A_SCHEDULE", Run: a.run}, Job{Name: "job b", Var: "B_SCHEDULE", Run: b.run})
+		runFor(t, s, 3500*time.Millisecond)
+		if maxSeen.Load() != 1 {
+			t.Errorf("%d jobs ran at once", maxSeen.Load())
+		}
+		if a.runs.Load() == 0 || b.runs.Load() == 0 {
+			t.Errorf("runs a %d, b %d: both should have run", a.runs.Load(), b.runs.Load())
+		}
+		if !strings.Contains(out.String(), "waits for job") {
+			t.Errorf("the log does not say a job waited:\n%s", out)
+		}
+	})
 }
 
 func TestBadSchedule_DoesNotStopTheOthers(t *testing.T) {
 	t.Parallel()
-	log, out := testLog()
-	good := &counter{}
-	bad := &counter{}
-	env := envMap(map[string]string{"GOOD_SCHEDULE": "@every 1s", "BAD_SCHEDULE": "every day"})
-	s, ps := newScheduler(env, instance.Dir{Path: t.TempDir()}, log, time.Second,
-		Job{Name: "bad job", Var: "BAD_SCHEDULE", Default: "@daily", Run: bad.run},
-		Job{Name: "good job", Var: "GOOD_SCHEDULE", Run: good.run})
-	if len(ps) != 1 || ps[0].Var != "BAD_SCHEDULE" {
-		t.Fatalf("problems %v", ps)
-	}
-	if err := runFor(t, s, 2500*time.Millisecond); err != nil {
-		t.Fatal(err)
-	}
-	if good.runs.Load() == 0 {
-		t.Error("the good job did not run")
-	}
-	if bad.runs.Load() != 0 {
-		t.Error("the job with a bad schedule ran")
-	}
-	log1 := out.String()
-	for _, want := range []string{`level=ERROR msg="BAD_SCHEDULE: is \"every day\"`, "the bad job job does not run until this is fixed", "example: BAD_SCHEDULE=@daily", "good job done in"} {
-		if !strings.Contains(log1, want) {
-			t.Errorf("the log does not say %q:\n%s", want, log1)
+	synctest.Test(t, func(t *testing.T) {
+		log, out := testLog()
+		good := &counter{}
+		bad := &counter{}
+		env := envMap(map[string]string{"GOOD_SCHEDULE": "@every 1s", "BAD_SCHEDULE": "every day"})
+		s, ps := newScheduler(env, instance.Dir{Path: t.TempDir()}, log, time.Second,
+			Job{Name: "bad job", Var: "BAD_SCHEDULE", Default: "@daily", Run: bad.run},
+			Job{Name: "good job", Var: "GOOD_SCHEDULE", Run: good.run})
+		if len(ps) != 1 || ps[0].Var != "BAD_SCHEDULE" {
+			t.Fatalf("problems %v", ps)
 		}
-	}
+		if err := runFor(t, s, 2500*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		if good.runs.Load() == 0 {
+			t.Error("the good job did not run")
+		}
+		if bad.runs.Load() != 0 {
+			t.Error("the job with a bad schedule ran")
+		}
+		log1 := out.String()
+		for _, want := range []string{`level=ERROR msg="BAD_SCHEDULE: is \"every day\"`, "the bad job job does not run until this is fixed", "example: BAD_SCHEDULE=@daily", "good job done in"} {
+			if !strings.Contains(log1, want) {
+				t.Errorf("the log does not say %q:\n%s", want, log1)
+			}
+		}
+	})
 }
 
 func TestOff_DisablesAJob(t *testing.T) {
 	t.Parallel()
-	log, out := testLog()
-	c := &counter{}
-	s, ps := newScheduler(envMap(map[string]string{"X_SCHEDULE": "off"}), instance.Dir{Path: t.TempDir()}, log, time.Second,
-		Job{Name: "backup", Var: "X_SCHEDULE", Default: "@every 1s", Run: c.run})
-	if len(ps) != 0 {
-		t.Fatal(ps)
-	}
-	runFor(t, s, 1500*time.Millisecond)
-	if c.runs.Load() != 0 || !strings.Contains(out.String(), "backup is off (X_SCHEDULE=off)") {
-		t.Errorf("runs %d\n%s", c.runs.Load(), out)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		log, out := testLog()
+		c := &counter{}
+		s, ps := newScheduler(envMap(map[string]string{"X_SCHEDULE": "off"}), instance.Dir{Path: t.TempDir()}, log, time.Second,
+			Job{Name: "backup", Var: "X_SCHEDULE", Default: "@every 1s", Run: c.run})
+		if len(ps) != 0 {
+			t.Fatal(ps)
+		}
+		runFor(t, s, 1500*time.Millisecond)
+		if c.runs.Load() != 0 || !strings.Contains(out.String(), "backup is off (X_SCHEDULE=off)") {
+			t.Errorf("runs %d\n%s", c.runs.Load(), out)
+		}
+	})
 }
 
 func TestFailedJob_IsLoggedAndRetriedAtItsNextTime(t *testing.T) {
 	t.Parallel()
-	dir := instance.Dir{Path: t.TempDir()}
-	log, out := testLog()
-	c := &counter{err: errors.New("the target is unreachable; check BACKUP_TARGET")}
-	s, _ := newScheduler(envMap(map[string]string{"X_SCHEDULE": "@every 1s"}), dir, log, time.Second,
-		Job{Name: "backup", Var: "X_SCHEDULE", Run: c.run})
-	baseline := time.Now().Truncate(time.Second)
-	writeLast(t, dir, "backup", baseline)
-	runFor(t, s, 2600*time.Millisecond)
-	if c.runs.Load() < 2 {
-		t.Errorf("%d runs; a failed job runs again at its next time", c.runs.Load())
-	}
-	for _, want := range []string{"backup failed after", "the target is unreachable; check BACKUP_TARGET", "runs again at its next scheduled time", "restart the keeper service"} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("the log does not say %q:\n%s", want, out)
+	synctest.Test(t, func(t *testing.T) {
+		dir := instance.Dir{Path: t.TempDir()}
+		log, out := testLog()
+		c := &counter{err: errors.New("the target is unreachable; check BACKUP_TARGET")}
+		s, _ := newScheduler(envMap(map[string]string{"X_SCHEDULE": "@every 1s"}), dir, log, time.Second,
+			Job{Name: "backup", Var: "X_SCHEDULE", Run: c.run})
+		baseline := time.Now().Truncate(time.Second)
+		writeLast(t, dir, "backup", baseline)
+		runFor(t, s, 2600*time.Millisecond)
+		if c.runs.Load() < 2 {
+			t.Errorf("%d runs; a failed job runs again at its next time", c.runs.Load())
 		}
-	}
-	// Failures are not successes: the next start finds the job overdue.
-	if last, _, _ := LastSuccess(dir, "backup"); !last.Equal(baseline) {
-		t.Errorf("a failed run was recorded as the last success (%v)", last)
-	}
+		for _, want := range []string{"backup failed after", "the target is unreachable; check BACKUP_TARGET", "runs again at its next scheduled time", "restart the keeper service"} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("the log does not say %q:\n%s", want, out)
+			}
+		}
+		// Failures are not successes: the next start finds the job overdue.
+		if last, _, _ := LastSuccess(dir, "backup"); !last.Equal(baseline) {
+			t.Errorf("a failed run was recorded as the last success (%v)", last)
+		}
+	})
 }
 
 func TestPanickingJob_IsAFailureNotACrash(t *testing.T) {
 	t.Parallel()
-	log, out := testLog()
-	s, _ := newScheduler(envMap(map[string]string{"X_SCHEDULE": "@every 1s"}), instance.Dir{Path: t.TempDir()}, log, time.Second,
-		Job{Name: "backup", Var: "X_SCHEDULE", Run: func(context.Context) error { panic("boom") }})
-	if err := runFor(t, s, 1500*time.Millisecond); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(out.String(), "backup failed after") || !strings.Contains(out.String(), "boom") {
-		t.Errorf("%s", out)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		log, out := testLog()
+		s, _ := newScheduler(envMap(map[string]string{"X_SCHEDULE": "@every 1s"}), instance.Dir{Path: t.TempDir()}, log, time.Second,
+			Job{Name: "backup", Var: "X_SCHEDULE", Run: func(context.Context) error { panic("boom") }})
+		if err := runFor(t, s, 1500*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out.String(), "backup failed after") || !strings.Contains(out.String(), "boom") {
+			t.Errorf("%s", out)
+		}
+	})
 }
 
 func TestStop_WaitsForRunningJobsWithinTheGrace(t *testing.T) {
 	t.Parallel()
 	t.Run("a job that stops when asked", func(t *testing.T) {
-		log, out := testLog()
-		started := make(chan struct{}, 1)
-		s, _ := newScheduler(envMap(map[string]string{"X_SCHEDULE": "@every 1s"}), instance.Dir{Path: t.TempDir()}, log, time.Second,
-			Job{Name: "backup", Var: "X_SCHEDULE", Run: func(ctx context.Context) error {
-				started <- struct{}{}
-				<-ctx.Done()
-				time.Sleep(200 * time.Millisecond) // cleaning up
-				return ctx.Err()
-			}})
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error)
-		go func() { done <- s.Run(ctx) }()
-		<-started
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		if !strings.Contains(out.String(), "backup interrupted after") {
-			t.Errorf("%s", out)
-		}
-	})
-	t.Run("a job that does not", func(t *testing.T) {
-		started := make(chan struct{}, 1)
-		release := make(chan struct{})
-		s, _ := newScheduler(envMap(map[string]string{"X_SCHEDULE": "@every 1s"}), instance.Dir{Path: t.TempDir()}, slog.New(slog.DiscardHandler), time.Second,
-			Job{Name: "stubborn job", Var: "X_SCHEDULE", Run: func(ctx context.Context) error {
-				started <- struct{}{}
-				<-release
-				return nil
-			}})
-		s.Grace = 300 * time.Millisecond
-		t.Cleanup(func() { close(release); s.wg.Wait() }) // before the TempDir goes
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error)
-		go func() { done <- s.Run(ctx) }()
-		<-started
-		cancel()
-		select {
-		case err := <-done:
-			if err == nil || !strings.Contains(err.Error(), "stubborn job did not stop within 300ms") {
+		synctest.Test(t, func(t *testing.T) {
+			log, out := testLog()
+			started := make(chan struct{}, 1)
+			s, _ := newScheduler(envMap(map[string]string{"X_SCHEDULE": "@every 1s"}), instance.Dir{Path: t.TempDir()}, log, time.Second,
+				Job{Name: "backup", Var: "X_SCHEDULE", Run: func(ctx context.Context) error {
+					started <- struct{}{}
+					<-ctx.Done()
+					time.Sleep(200 * time.Millisecond) // cleaning up
+					return ctx.Err()
+				}})
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error)
+			go func() { done <- s.Run(ctx) }()
+			<-started
+			cancel()
+			if err := <-done; err != nil {
 				t.Errorf("Run: %v", err)
 			}
-		case <-time.After(3 * time.Second):
-			t.Error("Run did not return after its grace")
-		}
+			if !strings.Contains(out.String(), "backup interrupted after") {
+				t.Errorf("%s", out)
+			}
+		})
+	})
+	t.Run("a job that does not", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			started := make(chan struct{}, 1)
+			release := make(chan struct{})
+			s, _ := newScheduler(envMap(map[string]string{"X_SCHEDULE": "@every 1s"}), instance.Dir{Path: t.TempDir()}, slog.New(slog.DiscardHandler), time.Second,
+				Job{Name: "stubborn job", Var: "X_SCHEDULE", Run: func(ctx context.Context) error {
+					started <- struct{}{}
+					<-release
+					return nil
+				}})
+			s.Grace = 300 * time.Millisecond
+			t.Cleanup(func() { close(release); s.wg.Wait() }) // before the TempDir goes
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error)
+			go func() { done <- s.Run(ctx) }()
+			<-started
+			cancel()
+			select {
+			case err := <-done:
+				if err == nil || !strings.Contains(err.Error(), "stubborn job did not stop within 300ms") {
+					t.Errorf("Run: %v", err)
+				}
+			case <-time.After(3 * time.Second):
+				t.Error("Run did not return after its grace")
+			}
+		})
 	})
 }
 
 func TestBackgroundLoops_RunBesideTheJobs(t *testing.T) {
-	s, _ := NewScheduler(envMap(nil), instance.Dir{Path: t.TempDir()}, slog.New(slog.DiscardHandler))
-	var ran, stopped atomic.Bool
-	s.Background("guard", func(ctx context.Context) {
-		ran.Store(true)
-		<-ctx.Done()
-		stopped.Store(true)
+	synctest.Test(t, func(t *testing.T) {
+		s, _ := NewScheduler(envMap(nil), instance.Dir{Path: t.TempDir()}, slog.New(slog.DiscardHandler))
+		var ran, stopped atomic.Bool
+		s.Background("guard", func(ctx context.Context) {
+			ran.Store(true)
+			<-ctx.Done()
+			stopped.Store(true)
+		})
+		if err := runFor(t, s, 200*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		if !ran.Load() || !stopped.Load() {
+			t.Errorf("ran %v, stopped %v", ran.Load(), stopped.Load())
+		}
 	})
-	if err := runFor(t, s, 200*time.Millisecond); err != nil {
-		t.Fatal(err)
-	}
-	if !ran.Load() || !stopped.Load() {
-		t.Errorf("ran %v, stopped %v", ran.Load(), stopped.Load())
-	}
 }
 
 func TestAnotherKeeper_IsWaitedForAndNotRepeated(t *testing.T) {
 	t.Parallel()
-	dir := instance.Dir{Path: t.TempDir()}
-	log, out := testLog()
-	unlock, err := LockJobs(context.Background(), dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &counter{}
-	s, _ := newScheduler(envMap(map[string]string{"X_SCHEDULE": "@every 1s"}), dir, log, time.Second,
-		Job{Name: "backup", Var: "X_SCHEDULE", Run: c.run})
-	go func() {
-		time.Sleep(1500 * time.Millisecond)
-		// The other keeper ran the job meanwhile, then lets go.
-		writeLast(t, dir, "backup", time.Now().Add(10*time.Second))
-		unlock()
-	}()
-	runFor(t, s, 2600*time.Millisecond)
-	if c.runs.Load() != 0 {
-		t.Errorf("the job ran %d times although another keeper had just run it", c.runs.Load())
-	}
-	for _, want := range []string{"waits for a job of another keeper process", "backup already ran at"} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("the log does not say %q:\n%s", want, out)
+	synctest.Test(t, func(t *testing.T) {
+		dir := instance.Dir{Path: t.TempDir()}
+		log, out := testLog()
+		unlock, err := LockJobs(context.Background(), dir)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
+		c := &counter{}
+		s, _ := newScheduler(envMap(map[string]string{"X_SCHEDULE": "@every 1s"}), dir, log, time.Second,
+			Job{Name: "backup", Var: "X_SCHEDULE", Run: c.run})
+		go func() {
+			time.Sleep(1500 * time.Millisecond)
+			// The other keeper ran the job meanwhile, then lets go.
+			writeLast(t, dir, "backup", time.Now().Add(10*time.Second))
+			unlock()
+		}()
+		runFor(t, s, 2600*time.Millisecond)
+		if c.runs.Load() != 0 {
+			t.Errorf("the job ran %d times although another keeper had just run it", c.runs.Load())
+		}
+		for _, want := range []string{"waits for a job of another keeper process", "backup already ran at"} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("the log does not say %q:\n%s", want, out)
+			}
+		}
+	})
 }
 
 func TestLastSuccess_IsWrittenAtomicallyAndDamageIsReported(t *testing.T) {
-	dir := instance.Dir{Path: t.TempDir()}
-	if _, ok, err := LastSuccess(dir, "backup"); ok || err != nil {
-		t.Errorf("no record: ok %v err %v", ok, err)
-	}
-	os.MkdirAll(filepath.Join(dir.Path, "schedule"), 0o700)
-	os.WriteFile(lastPath(dir, "backup"), []byte("garbage"), 0o644)
-	if _, ok, err := LastSuccess(dir, "backup"); ok || err == nil || !strings.Contains(err.Error(), "damaged") {
-		t.Errorf("damaged record: ok %v err %v", ok, err)
-	}
-	// A damaged record is replaced by a baseline, and the job is not run.
-	c := &counter{}
-	log, out := testLog()
-	s, _ := NewScheduler(envMap(nil), dir, log, Job{Name: "backup", Var: "BACKUP_SCHEDULE", Default: "@daily", Run: c.run})
-	s.CatchUpDelay = 0
-	runFor(t, s, 200*time.Millisecond)
-	if _, ok, err := LastSuccess(dir, "backup"); !ok || err != nil {
-		t.Errorf("after start: ok %v err %v\n%s", ok, err, out)
-	}
-	if lastPath(dir, "Orphaned media cleanup") != filepath.Join(dir.Path, "schedule", "orphaned-media-cleanup.last") {
-		t.Errorf("path %s", lastPath(dir, "Orphaned media cleanup"))
-	}
+	synctest.Test(t, func(t *testing.T) {
+		dir := instance.Dir{Path: t.TempDir()}
+		if _, ok, err := LastSuccess(dir, "backup"); ok || err != nil {
+			t.Errorf("no record: ok %v err %v", ok, err)
+		}
+		os.MkdirAll(filepath.Join(dir.Path, "schedule"), 0o700)
+		os.WriteFile(lastPath(dir, "backup"), []byte("garbage"), 0o644)
+		if _, ok, err := LastSuccess(dir, "backup"); ok || err == nil || !strings.Contains(err.Error(), "damaged") {
+			t.Errorf("damaged record: ok %v err %v", ok, err)
+		}
+		// A damaged record is replaced by a baseline, and the job is not run.
+		c := &counter{}
+		log, out := testLog()
+		s, _ := NewScheduler(envMap(nil), dir, log, Job{Name: "backup", Var: "BACKUP_SCHEDULE", Default: "@daily", Run: c.run})
+		s.CatchUpDelay = 0
+		runFor(t, s, 200*time.Millisecond)
+		if _, ok, err := LastSuccess(dir, "backup"); !ok || err != nil {
+			t.Errorf("after start: ok %v err %v\n%s", ok, err, out)
+		}
+		if lastPath(dir, "Orphaned media cleanup") != filepath.Join(dir.Path, "schedule", "orphaned-media-cleanup.last") {
+			t.Errorf("path %s", lastPath(dir, "Orphaned media cleanup"))
+		}
+	})
 }

@@ -145,15 +145,25 @@ func (k *Keeper) Backup(ctx context.Context) (*snapshot.Manifest, error) {
 		return nil, err
 	}
 	defer unlock()
-	return k.backupLocked(ctx, log)
+	k.JobStarted(jobBackup, time.Now())
+	m, err := k.backupLocked(ctx, log, true, false)
+	if ctx.Err() == nil {
+		k.JobFinished(jobBackup, time.Now(), err)
+	}
+	return m, err
 }
 
-func (k *Keeper) backupLocked(ctx context.Context, log *slog.Logger) (*snapshot.Manifest, error) {
+// backupLocked is a backup, its read-back and, with prune, the retention
+// policy; the caller holds the job lock. duringRestore: the safety backup
+// of a restore, whose staging areas it leaves alone.
+func (k *Keeper) backupLocked(ctx context.Context, log *slog.Logger, prune, duringRestore bool) (*snapshot.Manifest, error) {
 	t, err := k.ownTarget(ctx, log)
 	if err != nil {
 		return nil, err
 	}
-	res, err := k.job(t, log).Run(ctx)
+	job := k.job(t, log)
+	job.DuringRestore = duringRestore
+	res, err := job.Run(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -164,10 +174,15 @@ func (k *Keeper) backupLocked(ctx context.Context, log *slog.Logger) (*snapshot.
 	if err := snapshot.MarkVerified(ctx, t.store, t.key, m, false, time.Now()); err != nil {
 		return m, err
 	}
+	if !prune {
+		k.recordBackups(ctx, t)
+		return m, nil
+	}
 	if err := snapshot.Prune(ctx, t.store, t.key, k.S.Retention, t.rec.InstanceID, log, time.Now()); err != nil {
 		return m, err
 	}
 	k.forgetOldMarkers()
+	k.recordBackups(ctx, t)
 	return m, nil
 }
 
@@ -191,7 +206,7 @@ func (k *Keeper) scheduledBackup(ctx context.Context) error {
 		log.Warn("no backup taken: backups are OFF until BACKUP_PASSPHRASE (or BACKUP_AGE_RECIPIENT) is set")
 		return nil
 	}
-	_, err := k.backupLocked(ctx, log)
+	_, err := k.backupLocked(ctx, log, true, false)
 	return err
 }
 
@@ -204,7 +219,7 @@ func (k *Keeper) backupBeforeMigrate(ctx context.Context) error {
 		return nil
 	}
 	log.Info("taking a backup before migrating")
-	_, err := k.backupLocked(ctx, log)
+	_, err := k.backupLocked(ctx, log, true, false)
 	return err
 }
 
@@ -219,7 +234,12 @@ func (k *Keeper) Check(ctx context.Context) (*snapshot.Check, error) {
 		return nil, err
 	}
 	defer unlock()
-	return k.check(ctx, log)
+	k.JobStarted(jobVerify, time.Now())
+	c, err := k.check(ctx, log)
+	if ctx.Err() == nil {
+		k.JobFinished(jobVerify, time.Now(), err)
+	}
+	return c, err
 }
 
 func (k *Keeper) scheduledVerify(ctx context.Context) error {
@@ -257,6 +277,7 @@ func (k *Keeper) check(ctx context.Context, log *slog.Logger) (*snapshot.Check, 
 		}
 	}
 	log.Info("backups verified", "newest", c.Newest, "media_blobs_read", c.Blobs, "repaired", len(c.Repaired))
+	k.recordBackups(ctx, t)
 	return c, nil
 }
 

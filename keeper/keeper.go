@@ -52,6 +52,10 @@ func (k *Keeper) Serve(ctx context.Context, stay bool) error {
 	for _, w := range k.S.Warnings {
 		log.Warn(w)
 	}
+	if k.S.BackupsOn() && k.S.TargetDefault {
+		log.Warn("backups go to this device's own disk (" + DefaultTarget + "): they guard against mistakes, not against a dead SD card or disk. " +
+			"Set BACKUP_TARGET to a place off this device (example: BACKUP_TARGET=s3://my-bucket/mastodon)")
+	}
 	err := k.S.Err()
 	restored := false
 	if err == nil {
@@ -151,6 +155,23 @@ func awaitRestore(ctx context.Context, dir instance.Dir) bool {
 	}
 }
 
+// watchAlerts says every lasting alert at the start, then checks them every
+// few minutes: an overdue backup or a daily repeat has no event of its own.
+func (k *Keeper) watchAlerts(ctx context.Context) {
+	k.AnnounceAlerts(time.Now())
+	for {
+		k.CheckAlerts(ctx, time.Now())
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(alertCheckEvery):
+		}
+	}
+}
+
+// alertCheckEvery is how often the keeper service looks at the alerts.
+var alertCheckEvery = 10 * time.Minute
+
 // maintain runs the scheduled jobs (backup, its verification, media
 // cleanup) and the disk-pressure guard until ctx is done. A bad schedule or
 // cleanup variable is logged and disables only what it concerns. It
@@ -177,8 +198,11 @@ func (k *Keeper) maintain(ctx context.Context) error {
 	}
 	backup := jobs.Job{Name: "backup", Var: jobs.BackupScheduleVar, Default: jobs.DefaultBackupSchedule, Run: k.scheduledBackup}
 	verify := jobs.Job{Name: "verification", Var: jobs.VerifyScheduleVar, Default: jobs.DefaultVerifySchedule, Run: k.scheduledVerify}
+	cleanup.OnDisk = func(sp jobs.DiskSpace, low bool) { k.recordDisk(sp, low, cleanup.FreeMin.String()) }
 	sched, _ := jobs.NewScheduler(k.S.Getenv, k.S.Dir, jlog, append(cleanup.Jobs(), backup, verify)...) // Run logs its problems
+	sched.Observer = k
 	sched.Background("disk-pressure guard", cleanup.Guard)
+	sched.Background("alerts", k.watchAlerts)
 	if err := sched.Run(ctx); err != nil {
 		jlog.Warn(err.Error())
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/mastodon-on-balena/mastodon-balena/instance"
+	"github.com/mastodon-on-balena/mastodon-balena/postgres"
 	"github.com/mastodon-on-balena/mastodon-balena/problem"
 	"github.com/mastodon-on-balena/mastodon-balena/restore"
 	"github.com/mastodon-on-balena/mastodon-balena/snapshot"
@@ -25,6 +26,9 @@ type RestoreOptions struct {
 	Force bool
 	// TrustOldFormat restores format 1 (unauthenticated) backups too.
 	TrustOldFormat bool
+	// NoSafetyBackup skips the backup a forced restore takes first of the
+	// instance it replaces.
+	NoSafetyBackup bool
 }
 
 // Restore puts a backup onto this device, holding the job lock, then
@@ -40,6 +44,38 @@ func (k *Keeper) Restore(ctx context.Context, o RestoreOptions) (*snapshot.Manif
 		return m, fmt.Errorf("backup %s is restored, but preparing it for this Mastodon release failed: %w. The keeper tries again at its next start (restart it)", m.ID, err)
 	}
 	return m, nil
+}
+
+// Restored says what a restore brought back, counted in the database
+// itself: "N local accounts, M statuses, K media files".
+func (k *Keeper) Restored(ctx context.Context, m *snapshot.Manifest) string {
+	counts := count(int64(m.MediaFiles), "media file")
+	rec, err := k.S.Dir.Read()
+	if err != nil {
+		return counts
+	}
+	srv := postgres.Server{Host: k.S.Config.DBHost, Port: k.S.Config.DBPort, User: k.S.Config.DBUser, Password: rec.Secrets[instance.DBPassword]}
+	c, err := srv.Connect(ctx, k.S.Config.DBName)
+	if err != nil {
+		return counts
+	}
+	defer c.Close(ctx)
+	var accounts, statuses int64
+	if c.QueryRow(ctx, `SELECT (SELECT count(*) FROM accounts WHERE domain IS NULL), (SELECT count(*) FROM statuses)`).Scan(&accounts, &statuses) != nil {
+		return counts
+	}
+	return count(accounts, "local account") + ", " + count(statuses, "status") + ", " + counts
+}
+
+// count is "1 status", "2 statuses".
+func count(n int64, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	if strings.HasSuffix(noun, "s") {
+		return fmt.Sprintf("%d %ses", n, noun)
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 func (k *Keeper) restore(ctx context.Context, log *slog.Logger, o RestoreOptions) (*snapshot.Manifest, error) {
@@ -92,7 +128,37 @@ func (k *Keeper) restore(ctx context.Context, log *slog.Logger, o RestoreOptions
 	}
 	r := &restore.Restore{Cfg: k.S.Config, Getenv: k.S.Getenv, Dir: k.S.Dir, Store: store, Sealer: k.S.Sealer,
 		BackupID: id, Force: o.Force, TrustOldFormat: o.TrustOldFormat, Device: device, MediaDir: k.S.MediaDir, Log: log, Terminal: k.Terminal}
+	if o.Force && !o.NoSafetyBackup && k.S.BackupsOn() && k.holdsInstance() {
+		r.BeforeApply = func(ctx context.Context) error { return k.safetyBackup(ctx, log) }
+	}
 	return r.Run(ctx)
+}
+
+// holdsInstance says whether this device holds a provisioned instance that
+// a restore would replace (not one a restore left half done).
+func (k *Keeper) holdsInstance() bool {
+	_, err := k.S.Dir.Read()
+	return err == nil && !k.S.Dir.Has(instance.MarkerRestoring)
+}
+
+// safetyBackup backs up the instance a forced restore is about to replace,
+// to BACKUP_TARGET, once the backup to restore is chosen, staged and
+// checked: a restore refused never gets one, and the safety backup can
+// neither become the one restored nor push it out (nothing is pruned). A
+// target this device may not write to (another device took the instance
+// over) gets no safety backup.
+func (k *Keeper) safetyBackup(ctx context.Context, log *slog.Logger) error {
+	log.Info("taking a safety backup of the instance on this device before replacing it (--no-safety-backup skips it)")
+	m, err := k.backupLocked(ctx, log, false, true)
+	switch {
+	case errors.Is(err, snapshot.ErrNotOwner) || errors.Is(err, snapshot.ErrOtherInstance):
+		log.Warn("no safety backup: " + err.Error())
+	case err != nil:
+		return problem.Refusef("the safety backup of the instance on this device failed, so it was not replaced: %w. Fix the cause, or restore with --no-safety-backup to go on without one", err)
+	default:
+		log.Info("safety backup taken: restore it to undo this restore", "safety_backup", m.ID)
+	}
+	return nil
 }
 
 // restoreAtFirstBoot restores from RESTORE_FROM when this device holds no

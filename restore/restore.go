@@ -56,6 +56,10 @@ type Restore struct {
 	// Terminal, when set, gets a progress bar (a person at a terminal);
 	// the log gets plain progress lines either way.
 	Terminal io.Writer
+	// BeforeApply, when set, runs once the snapshot is staged and checked,
+	// before anything on the device changes (a safety backup); its error
+	// stops the restore with nothing changed.
+	BeforeApply func(ctx context.Context) error
 }
 
 // ErrCorrupt means the backup does not match its manifest or is inconsistent.
@@ -122,6 +126,11 @@ func (r *Restore) Run(ctx context.Context) (*snapshot.Manifest, error) {
 			return nil, err
 		} else if !empty {
 			return nil, &problem.Refused{Err: fmt.Errorf("the database %s on this device is not empty; run the restore with --force to replace it with backup %s; nothing was changed", r.Cfg.DBName, m.ID)}
+		}
+	}
+	if r.BeforeApply != nil && !resuming {
+		if err := r.BeforeApply(ctx); err != nil {
+			return nil, err
 		}
 	}
 	log.Info("backup downloaded and verified; restoring it onto this device now")

@@ -52,3 +52,25 @@ func TestUntilEndsWithItsContext(t *testing.T) {
 		t.Errorf("err %v after %s", err, time.Since(start))
 	}
 }
+
+func TestBackoffGivesUpAfterItsAttemptsSayingSo(t *testing.T) {
+	down := errors.New("503 slow down")
+	var waits []time.Duration
+	calls := 0
+	err := Backoff{Base: time.Millisecond, Max: 2 * time.Millisecond, Attempts: 4}.Do(context.Background(),
+		func(int) error { calls++; return down },
+		func(error) bool { return true },
+		func(_ int, wait time.Duration, _ error) { waits = append(waits, wait) })
+	if calls != 4 || !errors.Is(err, down) || !errors.Is(err, ErrGaveUp) || err.Error() != "gave up after 4 attempts: 503 slow down" {
+		t.Errorf("%d calls, %v", calls, err)
+	}
+	if len(waits) != 3 || waits[0] != time.Millisecond || waits[2] != 2*time.Millisecond {
+		t.Errorf("waits %v: want 1ms doubling to at most 2ms", waits)
+	}
+	calls = 0
+	err = Backoff{Base: time.Millisecond, Attempts: 4}.Do(context.Background(),
+		func(int) error { calls++; return down }, func(error) bool { return false }, nil)
+	if calls != 1 || err != down {
+		t.Errorf("an error not worth retrying: %d calls, %v", calls, err)
+	}
+}

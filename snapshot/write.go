@@ -93,6 +93,9 @@ type Backup struct {
 	Compression zstd.EncoderLevel
 	Log         *slog.Logger
 	Now         func() time.Time
+	// DuringRestore: the safety backup a restore takes once its snapshot
+	// is staged; the staging areas are the restore's, not leftovers.
+	DuringRestore bool
 }
 
 // Result is a finished backup.
@@ -144,7 +147,9 @@ func (b *Backup) Run(ctx context.Context) (*Result, error) {
 	if err := b.Sealer.CheckSeal(); err != nil {
 		return nil, &problem.Refused{Err: err}
 	}
-	b.removeStaging()
+	if !b.DuringRestore {
+		b.removeStaging()
+	}
 	me := Owner{InstanceID: b.Rec.InstanceID, Device: b.Device, LocalDomain: b.Rec.LocalDomain, Since: b.now().UTC()}
 	if err := Claim(ctx, b.Store, b.Key, me); err != nil {
 		return nil, err

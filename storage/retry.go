@@ -6,8 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"time"
+
+	"github.com/mastodon-on-balena/mastodon-balena/retry"
 )
 
 // Backoff between attempts: retryBaseDelay, doubling up to retryMaxDelay,
@@ -84,42 +85,28 @@ func (r *retryStore) String() string { return r.s.String() }
 func (r *retryStore) Unwrap() Store { return r.s }
 
 func (r *retryStore) do(ctx context.Context, op, key string, attempts int, f func() error, before func() error) error {
-	delay := retryBaseDelay
-	for attempt := 1; ; attempt++ {
-		err := f()
-		if err == nil {
-			return nil
-		}
-		if !IsTransient(err) || ctx.Err() != nil {
-			return err
-		}
-		if attempt >= attempts {
-			if attempts > 1 {
-				return fmt.Errorf("gave up after %d attempts: %w", attempts, err)
+	var last, beforeErr error
+	err := retry.Backoff{Base: retryBaseDelay, Max: retryMaxDelay, Jitter: 0.25, Attempts: attempts}.Do(ctx,
+		func(attempt int) error {
+			if attempt > 1 && before != nil {
+				if beforeErr = before(); beforeErr != nil {
+					return beforeErr
+				}
 			}
-			return err
-		}
-		wait := delay + time.Duration(rand.Int64N(int64(delay)/4+1))
-		r.log.Warn("storage: retrying after an error",
-			"op", op, "key", key, "target", r.s.String(),
-			"attempt", attempt+1, "of", attempts, "in", wait.Round(time.Millisecond).String(),
-			"error", err.Error())
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return fmt.Errorf("%w (not retried: %w)", err, ctx.Err())
-		case <-t.C:
-		}
-		if delay *= 2; delay > retryMaxDelay {
-			delay = retryMaxDelay
-		}
-		if before != nil {
-			if berr := before(); berr != nil {
-				return fmt.Errorf("%w (not retried: %w)", err, berr)
-			}
-		}
+			last = f()
+			return last
+		},
+		func(err error) bool { return err != beforeErr && IsTransient(err) },
+		func(attempt int, wait time.Duration, err error) {
+			r.log.Warn("storage: retrying after an error",
+				"op", op, "key", key, "target", r.s.String(),
+				"attempt", attempt, "of", attempts, "in", wait.Round(time.Millisecond).String(),
+				"error", err.Error())
+		})
+	if beforeErr != nil {
+		return fmt.Errorf("%w (not retried: %w)", last, beforeErr)
 	}
+	return err
 }
 
 func (r *retryStore) Put(ctx context.Context, key string, rd io.Reader) error {

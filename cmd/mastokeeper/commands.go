@@ -33,8 +33,8 @@ func init() {
 		{path: "healthcheck", synopsis: "URL|sidekiq", minArgs: 1, maxArgs: 1, summary: "container healthcheck for web, streaming and sidekiq",
 			help: `Checks one service of the stack: the URL of web's or streaming's health endpoint, or "sidekiq". Exit status 0 when healthy.`,
 			run:  healthcheck},
-		{path: "status", synopsis: "[--json]", summary: "domain, versions, provisioning state (secrets redacted)",
-			help:  `Shows the instance this device holds: its domain, the Mastodon release, how far provisioning went and the sizing chosen for this device. Secrets are never shown.`,
+		{path: "status", synopsis: "[--json]", summary: "what needs attention, the backups, jobs, disks and alerts",
+			help:  `Shows, first line first, whether anything needs attention ("OK", or "ATTENTION: ..."), then the instance, the backups (target, newest, newest verified), each job's last run, success, failure and next run, the free space of the media and database volumes, and the notification channels. Secrets are never shown. Exit status 1 when something needs attention.`,
 			flags: func(fs *flag.FlagSet) { fs.Bool("json", false, "print JSON for machines") },
 			run:   status},
 		{path: "config", summary: "",
@@ -69,13 +69,18 @@ func init() {
 			help:  `After the instance was restored onto another device, that device writes the backups and this one's backups are refused. If this device is the one to keep after all, claim the target back: this device's backups go on, and the other device's are refused from then on. Asks for the domain as confirmation unless --yes is given. Only a target holding this instance's backups can be claimed.`,
 			flags: func(fs *flag.FlagSet) { fs.Bool("yes", false, "do not ask for confirmation") },
 			run:   backupClaim},
-		{path: "restore", synopsis: "[--from URL] [--backup ID|latest] [--force] [--trust-old-format]", summary: "put a backup onto this device",
-			help: `Restores a backup onto this device: the newest verified one at RESTORE_FROM or BACKUP_TARGET (or URL) unless --backup names one ("latest": the newest, verified or not). Everything is downloaded and checked before anything on the device changes; then the database, secrets and media are replaced, the schema migrated to this release and web, sidekiq and streaming restarted. The backups' BACKUP_PASSPHRASE must be set. An instance with data is replaced only with --force.`,
+		{path: "notify", help: `Commands about the alerts the keeper sends.`},
+		{path: "notify test", summary: "send a test through every notification channel",
+			help: `Sends a test message through every notification channel (e-mail via the SMTP_* variables to NOTIFY_EMAIL or ADMIN_EMAIL, the NOTIFY_URL webhook) and says for each whether it got through.`,
+			run:  notifyTest},
+		{path: "restore", synopsis: "[--from URL] [--backup ID|latest] [--force [--no-safety-backup]] [--trust-old-format]", summary: "put a backup onto this device",
+			help: `Restores a backup onto this device: the newest verified one at RESTORE_FROM or BACKUP_TARGET (or URL) unless --backup names one ("latest": the newest, verified or not). Everything is downloaded and checked before anything on the device changes; then the database, secrets and media are replaced, the schema migrated to this release and web, sidekiq and streaming restarted. The backups' BACKUP_PASSPHRASE must be set. An instance with data is replaced only with --force, and then only after a safety backup of it to BACKUP_TARGET (taken after the backup to restore is chosen, pruning nothing).`,
 			flags: func(fs *flag.FlagSet) {
 				fromFlag(fs)
 				fs.String("backup", "", "the `ID` of the backup to restore, or latest")
 				fs.Bool("force", false, "replace the instance this device holds")
 				fs.Bool("trust-old-format", false, "also restore backups made before they were authenticated (format 1); only for a target no one else can write to")
+				fs.Bool("no-safety-backup", false, "with --force, replace the instance without backing it up first")
 			},
 			run: restoreCmd},
 	}
@@ -264,11 +269,32 @@ func backupClaim(c *call) error {
 
 func restoreCmd(c *call) error {
 	k := c.keeper()
-	m, err := k.Restore(c.ctx, keeper.RestoreOptions{From: c.str("from"), ID: c.str("backup"), Force: c.on("force"), TrustOldFormat: c.on("trust-old-format")})
+	m, err := k.Restore(c.ctx, keeper.RestoreOptions{From: c.str("from"), ID: c.str("backup"), Force: c.on("force"), TrustOldFormat: c.on("trust-old-format"), NoSafetyBackup: c.on("no-safety-backup")})
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(c.stdout, "restored backup %s of %s.\n", m.ID, m.LocalDomain)
+	fmt.Fprintf(c.stdout, "restored backup %s of %s: %s.\n", m.ID, m.LocalDomain, k.Restored(c.ctx, m))
 	k.RestartServices(c.ctx, c.stdout)
+	return nil
+}
+
+func notifyTest(c *call) error {
+	names, errs := c.keeper().TestChannels(c.ctx)
+	if len(names) == 0 {
+		fmt.Fprintln(c.stdout, "no notification channel is set up: alerts go to the log only. Set NOTIFY_URL, or SMTP_SERVER and NOTIFY_EMAIL (see README.md)")
+		return nil
+	}
+	failed := 0
+	for i, n := range names {
+		if errs[i] != nil {
+			failed++
+			fmt.Fprintf(c.stdout, "FAILED  %s: %v\n", n, errs[i])
+			continue
+		}
+		fmt.Fprintf(c.stdout, "ok      %s\n", n)
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d channels failed", failed, len(names))
+	}
 	return nil
 }

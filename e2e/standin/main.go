@@ -278,6 +278,16 @@ func tootctl(ctx context.Context, args []string) {
 		if opts["email"] == "" {
 			fail("No value provided for required options '--email'")
 		}
+		// Production Mastodon checks the e-mail's domain by DNS (MX, else A
+		// records; app/validators/email_mx_validator.rb). The stand-in's
+		// "DNS" resolves every domain but those in STANDIN_UNRESOLVABLE.
+		_, domain, _ := strings.Cut(opts["email"], "@")
+		for _, d := range strings.Split(os.Getenv("STANDIN_UNRESOLVABLE"), ",") {
+			if d != "" && strings.EqualFold(d, domain) {
+				fmt.Println("Failure/Error: email\n    The e-mail address does not seem to exist")
+				os.Exit(1)
+			}
+		}
 		var taken bool
 		c.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM accounts WHERE lower(username) = lower($1) AND domain IS NULL)`, name).Scan(&taken)
 		if taken {

@@ -75,8 +75,19 @@ func isExecutable(p string) bool {
 	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
 }
 
-// freePorts returns n distinct free TCP ports on 127.0.0.1.
+// handedOut are the ports already given to a server of this test process:
+// tests run side by side, and a port whose probe was closed could
+// otherwise be given to two servers.
+var (
+	handedOutMu sync.Mutex
+	handedOut   = map[int]bool{}
+)
+
+// freePorts returns n distinct free TCP ports on 127.0.0.1, none given
+// before in this process.
 func freePorts(n int) ([]int, error) {
+	handedOutMu.Lock()
+	defer handedOutMu.Unlock()
 	ports := make([]int, 0, n)
 	var ls []net.Listener
 	defer func() {
@@ -84,15 +95,28 @@ func freePorts(n int) ([]int, error) {
 			l.Close()
 		}
 	}()
-	for range n {
+	for len(ports) < n {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return nil, err
 		}
 		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+		if p := l.Addr().(*net.TCPAddr).Port; !handedOut[p] {
+			handedOut[p] = true
+			ports = append(ports, p)
+		}
 	}
 	return ports, nil
+}
+
+// FreePort is a free TCP port on 127.0.0.1 for a server of a test, never
+// given before in this process.
+func FreePort() (int, error) {
+	ps, err := freePorts(1)
+	if err != nil {
+		return 0, err
+	}
+	return ps[0], nil
 }
 
 // proc is a server process started for a test, in its own process group,
