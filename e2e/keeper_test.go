@@ -498,3 +498,23 @@ func TestAnOwnerAddressThatDoesNotResolveIsSaidAndRetried(t *testing.T) {
 		t.Errorf("once the domain resolves, the Owner is created:\n%s", p.out)
 	}
 }
+
+// ADMIN_USERNAME and ADMIN_EMAIL matter only when the instance is created:
+// changed afterwards to a bad value, they are a warning, and the instance
+// and its services go on.
+func TestFirstBootOnlyVariablesNeverStopAProvisionedInstance(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	s.provision()
+	p := s.provision("ADMIN_USERNAME=admin", "ADMIN_EMAIL=not-an-address")
+	if !strings.Contains(p.out, "level=WARN") || !strings.Contains(p.out, "only matters when an instance is created") {
+		t.Errorf("no warning:\n%s", p.out)
+	}
+	if b := s.provision("BACKUP_PASSPHRASE=" + passphrase); !strings.Contains(b.out, "backups go to this device's own disk") {
+		t.Errorf("backups to the device itself are not warned of at start:\n%s", b.out)
+	}
+	l := s.keeper([]string{"ADMIN_USERNAME=admin"}, "launch", "mastodon", "--", "true")
+	if l.code != 0 {
+		t.Errorf("a web process with a changed ADMIN_USERNAME did not start (%d):\n%s", l.code, l.out)
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/mastodon-on-balena/mastodon-balena/storage/storagetest"
 )
 
 // Built once for the package: the product binary and the stand-in, with a
@@ -54,6 +56,7 @@ func TestMain(m *testing.M) {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
+		defer storagetest.StopShared()
 		return m.Run()
 	}()
 	os.Exit(code)

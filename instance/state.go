@@ -237,7 +237,20 @@ func (d Dir) Lock(ctx context.Context) (unlock func(), err error) {
 // with generate on first use. It is write-once: every backup on a target
 // shares it, so a new one would orphan the old backups.
 func (d Dir) BackupKey(generate func() (string, error)) (string, error) {
-	return d.readOrCreate("backup-key", generate)
+	return d.readOrCreate(backupKeyFile, generate)
+}
+
+// backupKeyFile holds the instance's backup key, in the state directory.
+const backupKeyFile = "backup-key"
+
+// ReadBackupKey returns the backup key without creating one: an
+// fs.ErrNotExist error on a device that never took a backup.
+func (d Dir) ReadBackupKey() (string, error) {
+	b, err := os.ReadFile(filepath.Join(d.Path, backupKeyFile))
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(b)), nil
 }
 
 // DeviceID names this device for the backup target's split-brain guard:

@@ -16,7 +16,7 @@ const StartedFile = "/tmp/mastokeeper-launched"
 
 func (k *Keeper) launcher(log *slog.Logger) *launch.Launcher {
 	return &launch.Launcher{Cfg: k.S.Config, Getenv: k.S.Getenv, Environ: k.S.Environ, Plan: k.S.Plan, Log: log,
-		StartedFile: StartedFile, Poll: 2 * time.Second}
+		StartedFile: StartedFile, Poll: 500 * time.Millisecond}
 }
 
 // Launch waits until what process (mastodon or postgres) needs is there,

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -103,8 +101,8 @@ func (k *Keeper) readTarget(ctx context.Context, from string, log *slog.Logger) 
 	}
 	t := &target{store: storage.WithRetry(store, 5, log)}
 	if url == k.S.Target {
-		if text, err := os.ReadFile(filepath.Join(k.S.Dir.Path, "backup-key")); err == nil {
-			if t.key, err = snapshot.ParseKey(strings.TrimSpace(string(text))); err != nil {
+		if text, err := k.S.Dir.ReadBackupKey(); err == nil {
+			if t.key, err = snapshot.ParseKey(text); err != nil {
 				return nil, err
 			}
 			t.own = true

@@ -28,10 +28,12 @@ type Status struct {
 	Backups   BackupsStatus  `json:"backups"`
 	Restore   RestoreStatus  `json:"restore"`
 	Disks     []DiskStatus   `json:"disks"`
-	Channels  []ChannelInfo  `json:"notify_channels"`
-	Problems  []string       `json:"configuration_problems"`
-	Warnings  []string       `json:"warnings"`
-	Sizing    string         `json:"sizing"`
+	// Guard is the disk-pressure guard's last look (nil: it has not run).
+	Guard    *DiskState    `json:"disk_guard,omitempty"`
+	Channels []ChannelInfo `json:"notify_channels"`
+	Problems []string      `json:"configuration_problems"`
+	Warnings []string      `json:"warnings"`
+	Sizing   string        `json:"sizing"`
 }
 
 // InstanceState is the instance this device holds.
@@ -154,6 +156,11 @@ func (k *Keeper) Status(now time.Time) *Status {
 	}
 	if _, err := os.Stat(dbDir); err == nil {
 		disk("database", dbDir)
+	}
+
+	var guard DiskState
+	if k.readState("disk.json", &guard) {
+		s.Guard = &guard
 	}
 
 	chans := map[string]ChannelState{}

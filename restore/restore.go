@@ -313,7 +313,17 @@ func (r *Restore) stage(ctx context.Context, log *slog.Logger, rd *snapshot.Read
 	if st.media, err = checkIndex(log, m, st.media); err != nil {
 		return st, err
 	}
-	p := r.progress(log, "media", m.MediaBytes)
+	// The bar counts what is downloaded: each blob once, however many
+	// files share it.
+	var blobBytes int64
+	counted := map[string]bool{}
+	for _, e := range st.media {
+		if !counted[e.SHA256] {
+			counted[e.SHA256] = true
+			blobBytes += e.Size
+		}
+	}
+	p := r.progress(log, "media", blobBytes)
 	for _, sum := range m.MediaBlobs {
 		if err := r.fetchBlob(ctx, rd, sum, media, path.Join(mediaStaging, sum), p); err != nil {
 			return st, staging(err, r.MediaDir)
@@ -479,6 +489,10 @@ func (r *Restore) apply(ctx context.Context, log *slog.Logger, st *staged, local
 		return err
 	}
 	start := time.Now()
+	log.Info("restoring the database with pg_restore: the longest step, minutes for a large instance on a Raspberry Pi")
+	if r.Terminal != nil {
+		fmt.Fprintln(r.Terminal, "restoring the database (pg_restore); this is the longest step...")
+	}
 	if err := r.pgRestore(ctx, rec, st.dump); err != nil {
 		return err
 	}
@@ -659,6 +673,7 @@ type progressLog struct {
 	done     int64
 	last     time.Time
 	lastDraw time.Time
+	ended    bool // the bar's line is finished
 }
 
 func (p *progressLog) Write(b []byte) (int, error) {
@@ -676,7 +691,8 @@ func (p *progressLog) Write(b []byte) (int, error) {
 		const width = 30
 		filled := int(pct / 100 * width)
 		fmt.Fprintf(p.term, "\r%-9s [%s%s] %3.0f%% %d MiB", p.what, strings.Repeat("#", filled), strings.Repeat(".", width-filled), pct, p.done>>20)
-		if p.done >= p.total {
+		if p.done >= p.total && !p.ended {
+			p.ended = true
 			fmt.Fprintln(p.term)
 		}
 	}

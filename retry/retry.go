@@ -88,12 +88,13 @@ func itoa(n int) string {
 }
 
 // Until calls try until it succeeds, returns a Permanent error, or ctx
-// ends, doubling the pause from one second to thirty. Each failure is
-// logged as waiting (what and why, with attempt and pause), and a success
-// after failures as "up".
+// ends, doubling the pause from half a second to five: what it waits for
+// is a service of the same stack, cheap to ask and worth noticing at once.
+// Each failure is logged as waiting (what and why, with attempt and
+// pause), and a success after failures as "up".
 func Until(ctx context.Context, log *slog.Logger, waiting, up string, try func() error) error {
 	start := time.Now()
-	err := Backoff{Base: time.Second, Max: 30 * time.Second}.Do(ctx,
+	err := Backoff{Base: 500 * time.Millisecond, Max: 5 * time.Second}.Do(ctx,
 		func(attempt int) error {
 			err := try()
 			if err == nil && attempt > 1 {

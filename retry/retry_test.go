@@ -24,7 +24,7 @@ func TestUntilRetriesAndSaysWhatItWaitsFor(t *testing.T) {
 	if err != nil || calls != 2 {
 		t.Fatalf("err %v after %d calls", err, calls)
 	}
-	for _, want := range []string{`msg="waiting for the thing"`, "attempt=1", "retry_in=1s", `error="connection refused"`, `msg="the thing is up"`} {
+	for _, want := range []string{`msg="waiting for the thing"`, "attempt=1", "retry_in=500ms", `error="connection refused"`, `msg="the thing is up"`} {
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("the log lacks %s:\n%s", want, logs.String())
 		}

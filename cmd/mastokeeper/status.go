@@ -121,6 +121,14 @@ func printStatus(out io.Writer, s *keeper.Status, now time.Time) {
 		w(d.Name, fmt.Sprintf("%s free of %s (%s)", jobs.FormatBytes(d.Free), jobs.FormatBytes(d.Total), d.Path))
 	}
 
+	if g := s.Guard; g != nil {
+		state := "above DISK_FREE_MIN=" + g.Threshold
+		if g.LowAfterCleanup {
+			state = "BELOW DISK_FREE_MIN=" + g.Threshold + " even after the early cleanup"
+		}
+		w("disk-pressure guard", fmt.Sprintf("looked %s: %s free of %s, %s", when(g.At), jobs.FormatBytes(g.Free), jobs.FormatBytes(g.Total), state))
+	}
+
 	section("Notifications")
 	if len(s.Channels) == 0 {
 		w("Channels", "none: alerts go to the log only (see NOTIFY_URL and NOTIFY_EMAIL in README.md)")

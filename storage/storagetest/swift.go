@@ -39,13 +39,24 @@ const (
 
 var swiftServers = []string{"account", "container", "object"}
 
-// StartSwift starts a fresh single-node Swift with its rings, configs and
-// devices in a temporary directory, on free ports of 127.0.0.1, waits
-// (about 5 s) until it authenticates and serves, and stops every process at
-// the test's cleanup. Without Debian's swift packages or memcached it skips
+// StartSwift starts a fresh single-node Swift of the test's own (one it may
+// stop) with its rings, configs and devices in a temporary directory, on
+// free ports of 127.0.0.1, waits (about 5 s) until it authenticates and
+// serves, and stops every process at the test's cleanup. Without Debian's swift packages or memcached it skips
 // t, or fails it when MASTOKEEPER_TEST_REQUIRE_SERVICES=1.
 func StartSwift(t testing.TB) *SwiftServer {
 	t.Helper()
+	tools := swiftTools(t)
+	s, err := startSwiftRetrying(t.TempDir(), tools, t.Logf)
+	if err != nil {
+		t.Fatalf("swift did not start: %v", err)
+	}
+	t.Cleanup(s.stopForGood)
+	return s
+}
+
+// swiftTools finds the Swift programs, skipping (or failing) t without them.
+func swiftTools(t testing.TB) map[string]string {
 	var missingTools []string
 	tools := map[string]string{}
 	for _, name := range []string{"swift-account-server", "swift-container-server", "swift-object-server", "swift-proxy-server", "swift-ring-builder", "memcached"} {
@@ -61,21 +72,63 @@ func StartSwift(t testing.TB) *SwiftServer {
 	if len(missingTools) > 0 {
 		missing(t, "OpenStack Swift is not installed (missing %s; Debian packages swift swift-proxy swift-account swift-container swift-object memcached)", strings.Join(missingTools, ", "))
 	}
-	base := t.TempDir()
+	return tools
+}
+
+func startSwiftRetrying(base string, tools map[string]string, logf func(string, ...any)) (*SwiftServer, error) {
 	var lastErr error
 	for attempt := 1; attempt <= 3; attempt++ {
 		start := time.Now()
 		s, err := startSwift(filepath.Join(base, fmt.Sprintf("swift-%d", attempt)), tools)
 		if err == nil {
-			t.Cleanup(s.stopForGood)
-			t.Logf("swift: started in %v at %s", time.Since(start).Round(10*time.Millisecond), s.AuthURL)
-			return s
+			logf("swift: started in %v at %s", time.Since(start).Round(10*time.Millisecond), s.AuthURL)
+			return s, nil
 		}
 		lastErr = err
-		t.Logf("swift: attempt %d failed: %v", attempt, err)
+		logf("swift: attempt %d failed: %v", attempt, err)
 	}
-	t.Fatalf("swift did not start: %v", lastErr)
-	return nil
+	return nil, lastErr
+}
+
+// The shared Swift: one for every test of the process that never stops it
+// (Swift takes seconds of CPU to start; a container per test keeps the
+// tests apart).
+var (
+	sharedMu       sync.Mutex
+	sharedSwift    *SwiftServer
+	sharedSwiftDir string
+)
+
+// SharedSwift returns the process's shared Swift, started at its first
+// use; StopShared stops it. A test that stops a server uses StartSwift.
+func SharedSwift(t testing.TB) *SwiftServer {
+	t.Helper()
+	tools := swiftTools(t)
+	sharedMu.Lock()
+	defer sharedMu.Unlock()
+	if sharedSwift == nil {
+		dir, err := os.MkdirTemp("", "mastokeeper-shared-swift-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sharedSwift, err = startSwiftRetrying(dir, tools, t.Logf); err != nil {
+			os.RemoveAll(dir)
+			t.Fatalf("swift did not start: %v", err)
+		}
+		sharedSwiftDir = dir
+	}
+	return sharedSwift
+}
+
+// StopShared stops the shared servers (from TestMain, after the tests).
+func StopShared() {
+	sharedMu.Lock()
+	defer sharedMu.Unlock()
+	if sharedSwift != nil {
+		sharedSwift.stopForGood()
+		os.RemoveAll(sharedSwiftDir)
+		sharedSwift = nil
+	}
 }
 
 func startSwift(dir string, tools map[string]string) (s *SwiftServer, err error) {
