@@ -193,7 +193,7 @@ func TestABackupFailureIsHeardOnceAndSoIsItsEnd(t *testing.T) {
 	t.Parallel()
 	mp := startMailpit(t, true)
 	hc := startPings(t)
-	d := newBackupDevice(t, backupTarget{"s3", s3Target})
+	d := newBackupDevice(t, backupTarget{"s3", privateS3Target})
 	d.env = append(append(d.env, mp.env()...), "NOTIFY_URL="+hc.url)
 	out := outageOf(t)
 

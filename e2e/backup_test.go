@@ -65,10 +65,25 @@ func fileTarget(t *testing.T) []string {
 	return []string{"BACKUP_TARGET=file://" + t.TempDir()}
 }
 
+// s3Target is a bucket of its own on the package's shared gateway.
 func s3Target(t *testing.T) []string {
+	gw := storagetest.SharedVersityGW(t)
+	bucket := "backups-" + randomHex(t)
+	if err := gw.CreateBucket(bucket); err != nil {
+		t.Fatal(err)
+	}
+	return s3Env(gw, bucket)
+}
+
+// privateS3Target is a gateway of the test's own, which it may stop.
+func privateS3Target(t *testing.T) []string {
 	gw := storagetest.StartVersityGW(t)
 	setOutage(t, outage{func() error { gw.Stop(); return nil }, gw.Start})
-	return []string{"BACKUP_TARGET=s3://" + gw.Bucket + "/mastodon", "BACKUP_S3_ENDPOINT=" + gw.Endpoint,
+	return s3Env(gw, gw.Bucket)
+}
+
+func s3Env(gw *storagetest.VersityGW, bucket string) []string {
+	return []string{"BACKUP_TARGET=s3://" + bucket + "/mastodon", "BACKUP_S3_ENDPOINT=" + gw.Endpoint,
 		"BACKUP_S3_REGION=" + gw.Region, "BACKUP_S3_ACCESS_KEY_ID=" + gw.AccessKey, "BACKUP_S3_SECRET_ACCESS_KEY=" + gw.SecretKey,
 		"BACKUP_S3_PATH_STYLE=true", "BACKUP_S3_PART_SIZE=5MiB"}
 }
@@ -430,7 +445,7 @@ age -d -i $WORK/backup-key.txt snapshots/$ID/media-index.json.age |
 
 func TestObjectServerStoppedMidBackupFailsClearlyAndKeepsEarlierBackups(t *testing.T) {
 	t.Parallel()
-	for _, target := range []backupTarget{{"s3", s3Target}, {"swift", privateSwiftTarget}} { // servers it may stop
+	for _, target := range []backupTarget{{"s3", privateS3Target}, {"swift", privateSwiftTarget}} { // servers it may stop
 		t.Run(target.name, func(t *testing.T) {
 			d := newBackupDevice(t, target)
 			t.Parallel()

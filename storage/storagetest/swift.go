@@ -129,6 +129,11 @@ func StopShared() {
 		os.RemoveAll(sharedSwiftDir)
 		sharedSwift = nil
 	}
+	if sharedGW != nil {
+		sharedGW.stopForGood()
+		os.RemoveAll(sharedGWDir)
+		sharedGW = nil
+	}
 }
 
 func startSwift(dir string, tools map[string]string) (s *SwiftServer, err error) {

@@ -34,11 +34,21 @@ type VersityGW struct {
 // MASTOKEEPER_TEST_REQUIRE_SERVICES=1.
 func StartVersityGW(t testing.TB) *VersityGW {
 	t.Helper()
+	g, err := startVersityGW(t, t.TempDir())
+	if g != nil {
+		t.Cleanup(g.stopForGood)
+	}
+	if err != nil {
+		t.Fatalf("versitygw did not start: %v", err)
+	}
+	return g
+}
+
+func startVersityGW(t testing.TB, base string) (*VersityGW, error) {
 	bin := findTool("versitygw")
 	if bin == "" {
 		missing(t, "versitygw not found (neither in .cache/bin nor on PATH)")
 	}
-	base := t.TempDir()
 	g := &VersityGW{
 		Region:    "us-east-1",
 		AccessKey: "AK" + randomHex(9),
@@ -47,14 +57,13 @@ func StartVersityGW(t testing.TB) *VersityGW {
 		Dir:       filepath.Join(base, "root"),
 	}
 	if err := os.MkdirAll(filepath.Join(g.Dir, g.Bucket), 0o700); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	t.Cleanup(g.stopForGood)
 	var lastErr error
 	for attempt := 1; attempt <= 3; attempt++ {
 		ports, err := freePorts(1)
 		if err != nil {
-			t.Fatalf("versitygw: no free port: %v", err)
+			return g, fmt.Errorf("no free port: %w", err)
 		}
 		addr := "127.0.0.1:" + strconv.Itoa(ports[0])
 		g.Endpoint = "http://" + addr
@@ -72,12 +81,41 @@ func StartVersityGW(t testing.TB) *VersityGW {
 		start := time.Now()
 		if lastErr = g.Start(); lastErr == nil {
 			t.Logf("versitygw: started in %v at %s", time.Since(start).Round(10*time.Millisecond), g.Endpoint)
-			return g
+			return g, nil
 		}
 		g.p.stop()
 	}
-	t.Fatalf("versitygw did not start: %v", lastErr)
-	return nil
+	return g, lastErr
+}
+
+var (
+	sharedGW    *VersityGW
+	sharedGWDir string
+)
+
+// SharedVersityGW returns the process's shared gateway, started at its
+// first use; StopShared stops it. Give each test a bucket of its own
+// (CreateBucket); a test that stops a server uses StartVersityGW.
+func SharedVersityGW(t testing.TB) *VersityGW {
+	t.Helper()
+	sharedMu.Lock()
+	defer sharedMu.Unlock()
+	if sharedGW == nil {
+		dir, err := os.MkdirTemp("", "mastokeeper-shared-versitygw-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, err := startVersityGW(t, dir)
+		if err != nil {
+			if g != nil {
+				g.stopForGood()
+			}
+			os.RemoveAll(dir)
+			t.Fatalf("versitygw did not start: %v", err)
+		}
+		sharedGW, sharedGWDir = g, dir
+	}
+	return sharedGW
 }
 
 // Start (re)starts the gateway after Stop, on the same address and root,
