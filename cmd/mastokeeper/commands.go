@@ -13,6 +13,7 @@ import (
 	"github.com/mastodon-on-balena/mastodon-balena/instance"
 	"github.com/mastodon-on-balena/mastodon-balena/jobs"
 	"github.com/mastodon-on-balena/mastodon-balena/keeper"
+	"github.com/mastodon-on-balena/mastodon-balena/problem"
 	"github.com/mastodon-on-balena/mastodon-balena/snapshot"
 )
 
@@ -98,8 +99,8 @@ func serve(c *call, stay bool) error {
 		return nil
 	case errors.Is(err, keeper.ErrRestart):
 		return reported(exitFailed) // the engine starts the keeper again
-	case !stay && !errors.Is(err, c.ctx.Err()):
-		return err
+	case !stay && problem.IsRefused(err):
+		return err // said once, here
 	}
 	return reported(exitCode(err)) // the keeper's log said it
 }
