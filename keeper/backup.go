@@ -134,21 +134,30 @@ var errBackupsOff = problem.Refuse(errors.New(`backups are OFF: set BACKUP_PASSP
 // of everything it wrote, recorded on the target as verified, then the
 // retention policy. A refused backup writes nothing to the target.
 func (k *Keeper) Backup(ctx context.Context) (*snapshot.Manifest, error) {
-	log := k.logger("backup")
+	return byHand(ctx, k, jobBackup, "backup", func(ctx context.Context, log *slog.Logger) (*snapshot.Manifest, error) {
+		return k.backupLocked(ctx, log, true, false)
+	})
+}
+
+// byHand runs a scheduled job from a terminal: refused while backups are
+// off, under the job lock, and recorded as a scheduled run is.
+func byHand[T any](ctx context.Context, k *Keeper, job, component string, run func(context.Context, *slog.Logger) (T, error)) (T, error) {
+	var none T
+	log := k.logger(component)
 	if !k.S.BackupsOn() {
-		return nil, errBackupsOff
+		return none, errBackupsOff
 	}
 	unlock, err := k.lock(ctx, log)
 	if err != nil {
-		return nil, err
+		return none, err
 	}
 	defer unlock()
-	k.JobStarted(jobBackup, time.Now())
-	m, err := k.backupLocked(ctx, log, true, false)
+	k.JobStarted(job, time.Now())
+	v, err := run(ctx, log)
 	if ctx.Err() == nil {
-		k.JobFinished(jobBackup, time.Now(), err)
+		k.JobFinished(job, time.Now(), err)
 	}
-	return m, err
+	return v, err
 }
 
 // backupLocked is a backup, its read-back and, with prune, the retention
@@ -223,21 +232,7 @@ func (k *Keeper) backupBeforeMigrate(ctx context.Context) error {
 
 // Check is the scheduled verification, by hand: it holds the job lock.
 func (k *Keeper) Check(ctx context.Context) (*snapshot.Check, error) {
-	log := k.logger("verify")
-	if !k.S.BackupsOn() {
-		return nil, errBackupsOff
-	}
-	unlock, err := k.lock(ctx, log)
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	k.JobStarted(jobVerify, time.Now())
-	c, err := k.check(ctx, log)
-	if ctx.Err() == nil {
-		k.JobFinished(jobVerify, time.Now(), err)
-	}
-	return c, err
+	return byHand(ctx, k, jobVerify, "verify", k.check)
 }
 
 func (k *Keeper) scheduledVerify(ctx context.Context) error {
