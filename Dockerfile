@@ -93,10 +93,14 @@ USER mastodon
 # it is the `system` volume, mounted read-only here.
 FROM caddy:${CADDY_VERSION}-alpine AS proxy
 COPY proxy/Caddyfile /etc/caddy/Caddyfile
+# The starting page shown while web does not answer; the keeper's own, when
+# it writes one, comes through the `frontdoor` volume at live/.
+COPY proxy/starting/starting.html /srv/frontdoor/starting.html
 COPY --from=mastodon /opt/mastodon/public /srv/mastodon/public
 # Owned by 991 like in the Mastodon image: whichever container mounts the empty
 # `system` volume first gives it this directory's ownership.
 RUN set -eux; \
+    mkdir -p /srv/frontdoor/live; \
     rm -rf /srv/mastodon/public/system; \
     mkdir -m 0755 /srv/mastodon/public/system; \
     chown 991:991 /srv/mastodon/public/system

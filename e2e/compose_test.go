@@ -124,7 +124,8 @@ func TestComposeBalenaParserAccepts(t *testing.T) {
 		t.Errorf("balena: network backend is not internal (%v)", networks["backend"])
 	}
 	proxyVolumes, _ := get("proxy", "volumes").([]any)
-	if len(proxyVolumes) != 1 || proxyVolumes[0] != "system:/srv/mastodon/public/system:ro" {
+	// Read only, and never the keeper's volume (the secrets).
+	if len(proxyVolumes) != 2 || proxyVolumes[0] != "system:/srv/mastodon/public/system:ro" || proxyVolumes[1] != "frontdoor:/srv/frontdoor/live:ro" {
 		t.Errorf("balena: proxy volumes = %v", proxyVolumes)
 	}
 	if ports, _ := get("proxy", "ports").([]any); len(ports) != 1 || ports[0] != "80:80" {
@@ -304,7 +305,7 @@ func TestComposeRules(t *testing.T) {
 		vols = append(vols, name)
 	}
 	sort.Strings(vols)
-	if want := []string{"backups", "db", "keeper", "redis", "system"}; !slices.Equal(vols, want) {
+	if want := []string{"backups", "db", "frontdoor", "keeper", "redis", "system"}; !slices.Equal(vols, want) {
 		t.Errorf("volumes %v, want %v", vols, want)
 	}
 

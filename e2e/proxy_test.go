@@ -238,17 +238,17 @@ func stackFreePort(t *testing.T) string { return strconv.Itoa(freePort(t)) }
 
 // stackStartCaddy runs `caddy run` with the repository's Caddyfile, listening
 // on loopback only, and returns its base URL. Caddy is killed at cleanup.
-func stackStartCaddy(t *testing.T, web, streaming, public string) string {
+func stackStartCaddy(t *testing.T, web, streaming, public string, extra ...string) string {
 	caddy := stackCaddy(t)
 	port := stackFreePort(t)
 	cmd := exec.Command(caddy, "run", "--adapter", "caddyfile", "--config", filepath.Join(stackRepoRoot(t), "proxy", "Caddyfile"))
-	cmd.Env = stackCaddyEnv(t,
-		"PROXY_PORT="+port,
+	cmd.Env = stackCaddyEnv(t, append([]string{
+		"PROXY_PORT=" + port,
 		"PROXY_BIND=127.0.0.1",
-		"WEB_UPSTREAM="+web,
-		"STREAMING_UPSTREAM="+streaming,
-		"MASTODON_PUBLIC="+public,
-	)
+		"WEB_UPSTREAM=" + web,
+		"STREAMING_UPSTREAM=" + streaming,
+		"MASTODON_PUBLIC=" + public,
+	}, extra...)...)
 	var logs bytes.Buffer
 	var logsMu sync.Mutex
 	w := stackLockedWriter{w: &logs, mu: &logsMu}

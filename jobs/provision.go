@@ -40,6 +40,15 @@ type Provisioner struct {
 	// instance is migrated to a new Mastodon version (a backup); an error
 	// stops the migration.
 	BeforeMigrate func(ctx context.Context) error
+	// Step, when set, hears each long step as a visitor should read it
+	// ("Updating the database for Mastodon v4.5.1."): the starting page.
+	Step func(what string)
+}
+
+func (p *Provisioner) step(what string) {
+	if p.Step != nil {
+		p.Step(what)
+	}
 }
 
 // Run provisions. It returns a *problem.Refused for configuration conflicts.
@@ -170,6 +179,7 @@ func (p *Provisioner) migrate(ctx context.Context, dir instance.Dir, mdb *pgx.Co
 			return err
 		}
 		p.Log.Info("loading Mastodon's database schema and seeds (rails db:prepare); this takes a few minutes on a Raspberry Pi", "version", version)
+		p.step("Setting up a new server: preparing its database. This takes a few minutes.")
 		if err := run.Rails(ctx, "db:prepare"); err != nil {
 			return err
 		}
@@ -178,6 +188,7 @@ func (p *Provisioner) migrate(ctx context.Context, dir instance.Dir, mdb *pgx.Co
 		// the schema load, or a database brought in from elsewhere. Mastodon's
 		// seeds are idempotent, so running them again is safe.
 		p.Log.Info("finishing an interrupted first boot: migrating and seeding (rails db:migrate db:seed)", "version", version)
+		p.step("Setting up a new server: finishing its database.")
 		if err := run.Rails(ctx, "db:migrate", "db:seed"); err != nil {
 			return err
 		}
@@ -185,10 +196,12 @@ func (p *Provisioner) migrate(ctx context.Context, dir instance.Dir, mdb *pgx.Co
 		p.Log.Info("Mastodon's version changed: running database migrations (rails db:migrate) before web, sidekiq and streaming start",
 			"version", version, "previous", strings.Join(dir.ReadyVersions(), ","))
 		if p.BeforeMigrate != nil {
+			p.step("Updating to Mastodon " + version + ": taking a backup first.")
 			if err := p.BeforeMigrate(ctx); err != nil {
 				return fmt.Errorf("the backup before migrating to %s failed, so the database was not migrated: %w", version, err)
 			}
 		}
+		p.step("Updating to Mastodon " + version + ": updating the database. This takes a few minutes.")
 		if err := run.Rails(ctx, "db:migrate"); err != nil {
 			return fmt.Errorf("%w; web, sidekiq and streaming keep waiting. Read the output above; the keeper retries when it restarts", err)
 		}

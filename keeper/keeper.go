@@ -56,6 +56,7 @@ func (k *Keeper) Serve(ctx context.Context, stay bool) error {
 		log.Warn("backups go to this device's own disk (" + DefaultTarget + "): they guard against mistakes, not against a dead SD card or disk. " +
 			"Set BACKUP_TARGET to a place off this device (example: BACKUP_TARGET=s3://my-bucket/mastodon)")
 	}
+	k.say("Starting.")
 	err := k.S.Err()
 	restored := false
 	if err == nil {
@@ -68,6 +69,7 @@ func (k *Keeper) Serve(ctx context.Context, stay bool) error {
 	}
 	switch {
 	case err == nil:
+		k.say("Starting Mastodon.")
 		if !stay {
 			return nil
 		}
@@ -87,6 +89,7 @@ func (k *Keeper) Serve(ctx context.Context, stay bool) error {
 		}
 		LogLines(log, slog.LevelError, err.Error())
 		log.Error("the keeper will not touch this instance until the problem above is fixed; changing a variable in the dashboard restarts it")
+		k.say("Waiting for its administrator: a setting needs fixing.")
 		if awaitRestore(ctx, k.S.Dir) {
 			log.Info("a restore onto this device finished: the keeper restarts to work with the restored instance")
 			return ErrRestart
@@ -126,7 +129,7 @@ func (k *Keeper) Provision(ctx context.Context, backupFirst bool) error {
 		return err
 	}
 	defer unlock()
-	p := &jobs.Provisioner{Cfg: k.S.Config, Getenv: k.S.Getenv, Environ: k.S.Environ, Plan: k.S.Plan, Log: log, Banner: k.Banner}
+	p := &jobs.Provisioner{Cfg: k.S.Config, Getenv: k.S.Getenv, Environ: k.S.Environ, Plan: k.S.Plan, Log: log, Banner: k.Banner, Step: k.say}
 	if backupFirst {
 		p.BeforeMigrate = k.backupBeforeMigrate
 	}

@@ -43,6 +43,7 @@ func (k *Keeper) Restore(ctx context.Context, o RestoreOptions) (*snapshot.Manif
 	if err := k.Provision(ctx, false); err != nil {
 		return m, fmt.Errorf("backup %s is restored, but preparing it for this Mastodon release failed: %w. The keeper tries again at its next start (restart it)", m.ID, err)
 	}
+	k.say("Starting Mastodon.")
 	return m, nil
 }
 
@@ -126,6 +127,7 @@ func (k *Keeper) restore(ctx context.Context, log *slog.Logger, o RestoreOptions
 			return nil, problem.Refuse(fmt.Errorf("--backup: %w", err))
 		}
 	}
+	k.say("Restoring this server from a backup.")
 	r := &restore.Restore{Cfg: k.S.Config, Getenv: k.S.Getenv, Dir: k.S.Dir, Store: store, Sealer: k.S.Sealer,
 		BackupID: id, Force: o.Force, TrustOldFormat: o.TrustOldFormat, Device: device, MediaDir: k.S.MediaDir, Log: log, Terminal: k.Terminal}
 	if o.Force && !o.NoSafetyBackup && k.S.BackupsOn() && k.holdsInstance() {
