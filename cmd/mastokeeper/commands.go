@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"github.com/mastodon-on-balena/mastodon-balena/jobs"
 	"github.com/mastodon-on-balena/mastodon-balena/keeper"
 	"github.com/mastodon-on-balena/mastodon-balena/problem"
+	"github.com/mastodon-on-balena/mastodon-balena/smoke"
 	"github.com/mastodon-on-balena/mastodon-balena/snapshot"
 )
 
@@ -70,6 +72,13 @@ func init() {
 			help:  `After the instance was restored onto another device, that device writes the backups and this one's backups are refused. If this device is the one to keep after all, claim the target back: this device's backups go on, and the other device's are refused from then on. Asks for the domain as confirmation unless --yes is given. Only a target holding this instance's backups can be claimed.`,
 			flags: func(fs *flag.FlagSet) { fs.Bool("yes", false, "do not ask for confirmation") },
 			run:   backupClaim},
+		{path: "smoke", synopsis: "[--domain DOMAIN] [--json] URL", minArgs: 1, maxArgs: 1, summary: "check a live instance from outside, as after a deploy",
+			help: `Checks the instance at URL (https://social.example.org) from outside: /health, /api/v2/instance naming the expected domain, WebFinger, host-meta and NodeInfo, streaming's health and a WebSocket through the proxy, caching and compression of an asset, and over https the redirect from http, the certificate (valid for 14 days more) and HSTS. One line per check: ok, or what is wrong and what usually causes it. Exit status 1 when a check fails. It reads nothing of this device and changes nothing.`,
+			flags: func(fs *flag.FlagSet) {
+				fs.String("domain", "", "the `DOMAIN` the instance must name (default: URL's host)")
+				fs.Bool("json", false, "print JSON for machines")
+			},
+			run: smokeCmd},
 		{path: "notify", help: `Commands about the alerts the keeper sends.`},
 		{path: "notify test", summary: "send a test through every notification channel",
 			help: `Sends a test message through every notification channel (e-mail via the SMTP_* variables to NOTIFY_EMAIL or ADMIN_EMAIL, the NOTIFY_URL webhook) and says for each whether it got through.`,
@@ -296,6 +305,46 @@ func notifyTest(c *call) error {
 	}
 	if failed > 0 {
 		return fmt.Errorf("%d of %d channels failed", failed, len(names))
+	}
+	return nil
+}
+
+func smokeCmd(c *call) error {
+	ch, err := smoke.New(c.args[0])
+	if err != nil {
+		return usagef("%v", err)
+	}
+	if d := c.str("domain"); d != "" {
+		ch.Domain = d
+	}
+	results := ch.Run(c.ctx)
+	failed := 0
+	for _, r := range results {
+		if !r.OK {
+			failed++
+		}
+	}
+	if c.on("json") {
+		enc := json.NewEncoder(c.stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(results)
+	} else {
+		for _, r := range results {
+			switch {
+			case r.Skip:
+				fmt.Fprintf(c.stdout, "skip  %-15s %s\n", r.Check, r.Detail)
+			case r.OK:
+				fmt.Fprintf(c.stdout, "ok    %-15s %s\n", r.Check, r.Detail)
+			default:
+				fmt.Fprintf(c.stdout, "FAIL  %-15s %s - usually: %s\n", r.Check, r.Detail, r.Cause)
+			}
+		}
+	}
+	if failed > 0 {
+		if !c.on("json") {
+			fmt.Fprintf(c.stdout, "%d of %d checks failed\n", failed, len(results))
+		}
+		return reported(exitFailed)
 	}
 	return nil
 }
