@@ -89,7 +89,9 @@ func (c *Checker) Run(ctx context.Context) []Result {
 	fail := func(check, detail, cause string) {
 		out = append(out, Result{Check: check, Detail: detail, Cause: cause})
 	}
-	skip := func(check, detail string) { out = append(out, Result{Check: check, OK: true, Skip: true, Detail: detail}) }
+	skip := func(check, detail string) {
+		out = append(out, Result{Check: check, OK: true, Skip: true, Detail: detail})
+	}
 
 	// 1. Web answers.
 	r, err := c.get(ctx, "/health")
