@@ -86,6 +86,10 @@ func TestBackupsOffAndOverdueAreAlerts(t *testing.T) {
 	if s := k.Status(now); !strings.HasPrefix(s.Summary, "ATTENTION: backups are OFF") {
 		t.Errorf("status: %q", s.Summary)
 	}
+	k, _, _ = alertingKeeper(t, nil)
+	if s := k.Status(now); s.Summary != "OK" || s.Attention == nil || s.Problems == nil {
+		t.Errorf("a healthy status: %q, attention %v, problems %v (lists must be empty, not null)", s.Summary, s.Attention, s.Problems)
+	}
 
 	k, p, _ = alertingKeeper(t, map[string]string{"BACKUP_SCHEDULE": "@daily"})
 	k.CheckAlerts(context.Background(), now) // backups switched on now: the baseline

@@ -91,7 +91,9 @@ const DBDataDirVar = "DB_DATA_DIR"
 
 // Status gathers the status, reading only.
 func (k *Keeper) Status(now time.Time) *Status {
-	s := &Status{Now: now.UTC(), Mastodon: k.S.Config.MastodonVersion, Warnings: k.S.Warnings, Sizing: k.S.Plan.String()}
+	// Empty lists, not null, for machines reading --json.
+	s := &Status{Now: now.UTC(), Mastodon: k.S.Config.MastodonVersion, Warnings: append([]string{}, k.S.Warnings...), Sizing: k.S.Plan.String(),
+		Attention: []Alert{}, Problems: []string{}, Channels: []ChannelInfo{}}
 	if rec, err := k.S.Dir.Read(); err == nil {
 		in := &InstanceState{Domain: rec.LocalDomain, PublicURL: instance.IsPublicURLHost(rec.LocalDomain), Provisioned: rec.CreatedAt,
 			SchemaSeeded: k.S.Dir.Has(instance.MarkerSeeded), ReadyFor: k.S.Dir.ReadyVersions(), OwnerShown: k.S.Dir.Has(instance.MarkerOwnerAnnounced),
