@@ -237,16 +237,17 @@ func (d Dir) Lock(ctx context.Context) (unlock func(), err error) {
 // with generate on first use. It is write-once: every backup on a target
 // shares it, so a new one would orphan the old backups.
 func (d Dir) BackupKey(generate func() (string, error)) (string, error) {
-	return d.readOrCreate(backupKeyFile, generate)
+	return d.readOrCreate(BackupKeyFile, generate)
 }
 
-// backupKeyFile holds the instance's backup key, in the state directory.
-const backupKeyFile = "backup-key"
+// BackupKeyFile holds the instance's backup key, in the state directory
+// (write-once; the backup format's, named here, the lowest layer).
+const BackupKeyFile = "backup-key"
 
 // ReadBackupKey returns the backup key without creating one: an
 // fs.ErrNotExist error on a device that never took a backup.
 func (d Dir) ReadBackupKey() (string, error) {
-	b, err := os.ReadFile(filepath.Join(d.Path, backupKeyFile))
+	b, err := os.ReadFile(filepath.Join(d.Path, BackupKeyFile))
 	if err != nil {
 		return "", err
 	}

@@ -89,8 +89,8 @@ func (k *Keeper) Alerts(now time.Time) []Alert {
 			last = b.OnSince
 		}
 		if every, on := jobs.Interval(k.S.Getenv, jobs.BackupScheduleVar, jobs.DefaultBackupSchedule, now); on && !last.IsZero() && now.Sub(last) > 2*every {
-			add("backup-overdue", "no successful backup for "+ago(now.Sub(last)),
-				fmt.Sprintf("The last successful backup was at %s; backups are due every %s (%s). See 'mastokeeper status' for why.", last.Format(time.RFC3339), ago(every), jobs.BackupScheduleVar), last)
+			add("backup-overdue", "no successful backup for "+Ago(now.Sub(last)),
+				fmt.Sprintf("The last successful backup was at %s; backups are due every %s (%s). See 'mastokeeper status' for why.", last.Format(time.RFC3339), Ago(every), jobs.BackupScheduleVar), last)
 		}
 	}
 	var d DiskState
@@ -103,8 +103,8 @@ func (k *Keeper) Alerts(now time.Time) []Alert {
 	return out
 }
 
-// ago says a duration in words: "3 days", "5 hours", "a minute".
-func ago(d time.Duration) string {
+// Ago says a duration in words, for people: "3 days", "5 hours".
+func Ago(d time.Duration) string {
 	plural := func(n int, unit string) string {
 		if n == 1 {
 			return "1 " + unit
@@ -182,8 +182,8 @@ func (k *Keeper) CheckAlerts(ctx context.Context, now time.Time) {
 			send = append(send, notify.Message{Kind: notify.Raised, Domain: domain, Title: a.Title, Body: a.Body})
 		case now.Sub(old.Notified) >= repeatEvery:
 			a.Since, a.Notified = old.Since, now.UTC()
-			k.frame(log, "STILL: "+a.Title+" (since "+ago(now.Sub(old.Since))+")", a.Body)
-			send = append(send, notify.Message{Kind: notify.Repeated, Domain: domain, Title: a.Title + " (since " + ago(now.Sub(old.Since)) + ")", Body: a.Body})
+			k.frame(log, "STILL: "+a.Title+" (since "+Ago(now.Sub(old.Since))+")", a.Body)
+			send = append(send, notify.Message{Kind: notify.Repeated, Domain: domain, Title: a.Title + " (since " + Ago(now.Sub(old.Since)) + ")", Body: a.Body})
 		default:
 			a.Since, a.Notified = old.Since, old.Notified
 		}
@@ -193,7 +193,7 @@ func (k *Keeper) CheckAlerts(ctx context.Context, now time.Time) {
 		if _, still := current[key]; !still {
 			log.Info("resolved: " + old.Title)
 			send = append(send, notify.Message{Kind: notify.Resolved, Domain: domain, Title: old.Title,
-				Body: "Resolved at " + now.UTC().Format(time.RFC3339) + ", after " + ago(now.Sub(old.Since)) + ". Earlier: " + old.Body})
+				Body: "Resolved at " + now.UTC().Format(time.RFC3339) + ", after " + Ago(now.Sub(old.Since)) + ". Earlier: " + old.Body})
 		}
 	}
 	// Recorded before sending: a kill meanwhile loses a message, never

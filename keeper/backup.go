@@ -86,14 +86,8 @@ func (k *Keeper) readTarget(ctx context.Context, from string, log *slog.Logger) 
 	if from != "" {
 		url, name = from, "--from"
 	}
-	if ps := storage.Check(url, k.S.Getenv); len(ps) > 0 {
-		for i := range ps {
-			if ps[i].Var == TargetVar {
-				ps[i].Var = name
-				ps[i].Example = strings.Replace(ps[i].Example, TargetVar, name, 1)
-			}
-		}
-		return nil, problem.List(ps)
+	if ps := checkTarget(url, name, k.S.Getenv); len(ps) > 0 {
+		return nil, ps
 	}
 	store, err := storage.Open(ctx, url, k.S.Getenv)
 	if err != nil {

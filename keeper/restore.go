@@ -90,13 +90,8 @@ func (k *Keeper) restore(ctx context.Context, log *slog.Logger, o RestoreOptions
 	if from == "" {
 		from, name = k.S.Target, TargetVar
 	}
-	if ps := storage.Check(from, k.S.Getenv); len(ps) > 0 {
-		for i := range ps {
-			if ps[i].Var == TargetVar {
-				ps[i].Var, ps[i].Example = name, strings.Replace(ps[i].Example, TargetVar, name, 1)
-			}
-		}
-		return nil, problem.List(ps)
+	if ps := checkTarget(from, name, k.S.Getenv); len(ps) > 0 {
+		return nil, ps
 	}
 	store, err := storage.Open(ctx, from, k.S.Getenv)
 	if err != nil {

@@ -96,10 +96,7 @@ func Load(getenv func(string) string, environ []string) *Settings {
 	s.backup = append(s.backup, storage.Check(s.Target, getenv)...)
 	s.RestoreFrom = getenv(RestoreFromVar)
 	if s.RestoreFrom != "" {
-		for _, p := range storage.Check(s.RestoreFrom, getenv) {
-			if p.Var == TargetVar {
-				p.Var = RestoreFromVar
-			}
+		for _, p := range checkTarget(s.RestoreFrom, RestoreFromVar, getenv) {
 			if provisioned { // it would not be used
 				s.Warnings = append(s.Warnings, p.String())
 			} else {
@@ -141,6 +138,18 @@ func Load(getenv func(string) string, environ []string) *Settings {
 	}
 	s.jobs = append(jobs.CheckSchedules(getenv), jobs.CheckCleanup(getenv)...)
 	return s
+}
+
+// checkTarget is storage.Check of a target URL that name gives
+// (BACKUP_TARGET, RESTORE_FROM, --from): its problems name that.
+func checkTarget(url, name string, getenv func(string) string) problem.List {
+	ps := storage.Check(url, getenv)
+	for i := range ps {
+		if ps[i].Var == TargetVar {
+			ps[i].Var = name
+		}
+	}
+	return ps
 }
 
 // LoadEnv is Load of the process's environment.

@@ -196,7 +196,7 @@ func (k *Keeper) Status(now time.Time) *Status {
 		a := s.Attention[0]
 		s.Summary = "ATTENTION: " + a.Title
 		if d := now.Sub(a.Since); d >= time.Minute {
-			s.Summary += " " + ago(d) + " ago"
+			s.Summary += " " + Ago(d) + " ago"
 		}
 		s.Summary += ": " + firstSentence(a.Body)
 		if n := len(s.Attention) - 1; n > 0 {
@@ -213,6 +213,3 @@ func firstSentence(text string) string {
 	}
 	return text
 }
-
-// Ago says a duration in words, for people: "3 days", "5 hours".
-func Ago(d time.Duration) string { return ago(d) }

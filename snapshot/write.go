@@ -34,7 +34,7 @@ import (
 // State files of the backup format in the keeper's state directory.
 const (
 	// KeyFile holds the instance's backup key (write-once).
-	KeyFile = "backup-key"
+	KeyFile = instance.BackupKeyFile
 	// sealedFile records what this device last sealed on the target.
 	sealedFile = "backup-key-sealed"
 	// hashCacheFile remembers the sums of unchanged media files.
