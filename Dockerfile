@@ -10,11 +10,13 @@
 #                     postgresql-client-<major of POSTGRES_VERSION>
 #   REDIS_VERSION     redis:<REDIS_VERSION>-alpine
 #   CADDY_VERSION     caddy:<CADDY_VERSION>-alpine; tests build the same Caddy
+#   CLOUDFLARED_VERSION  cloudflare/cloudflared, the optional tunnel
 ARG GO_VERSION=1.26.8
 ARG MASTODON_VERSION=v4.7.0
 ARG POSTGRES_VERSION=17.11
 ARG REDIS_VERSION=7.4.11
 ARG CADDY_VERSION=2.11.4
+ARG CLOUDFLARED_VERSION=2026.8.2
 
 # No secret ever goes into an image: instance secrets are generated at run time
 # by mastokeeper and kept in volumes.
@@ -81,18 +83,38 @@ RUN set -eux; \
     rm -rf /var/lib/apt/lists/*; \
     client_major="$("/usr/lib/postgresql/${pg_major}/bin/pg_dump" --version | sed -E 's/^[^0-9]*([0-9]+).*/\1/')"; \
     test "${client_major}" -ge "${pg_major}"; \
-    mkdir -p /var/lib/mastokeeper /opt/mastodon/public/system /backups; \
-    chown 991:991 /var/lib/mastokeeper /opt/mastodon/public/system /backups
+    mkdir -p /var/lib/mastokeeper /opt/mastodon/public/system /backups /var/lib/tor; \
+    chown 991:991 /var/lib/mastokeeper /opt/mastodon/public/system /backups /var/lib/tor; \
+    chmod 0700 /var/lib/tor
 COPY --from=build /out/mastokeeper /usr/local/bin/mastokeeper
 ENV MASTOKEEPER_MASTODON_VERSION=${MASTODON_VERSION}
 USER mastodon
 
 ########################################################################
-# proxy: Caddy on port 80 (TLS ends upstream), serving Mastodon's
-# precompiled static files itself. public/system (uploads) is NOT copied:
-# it is the `system` volume, mounted read-only here.
+# tor: the optional onion service (TOR_ENABLED=true), on the Mastodon image
+# the device has anyway, so it adds only Debian's tor. tor runs as the
+# mastodon user (991), like the keeper, which backs up and restores the
+# onion key in the `tor` volume: tor wants its directory 0700 and its own.
+FROM mastodon AS tor
+USER root
+RUN set -eux; \
+    apt-get update; \
+    apt-get install -y --no-install-recommends tor; \
+    apt-get clean; \
+    rm -rf /var/lib/apt/lists/*; \
+    mkdir -p /var/lib/tor; \
+    chown -R 991:991 /var/lib/tor; \
+    chmod 0700 /var/lib/tor
+USER mastodon
+
+########################################################################
+# proxy: Caddy on port 80 (and 443 when it ends TLS itself: PROXY_MODE),
+# serving Mastodon's precompiled static files itself. public/system
+# (uploads) is NOT copied: it is the `system` volume, mounted read-only.
 FROM caddy:${CADDY_VERSION}-alpine AS proxy
 COPY proxy/Caddyfile /etc/caddy/Caddyfile
+# `mastokeeper launch proxy` turns PROXY_MODE into the Caddyfile's settings.
+COPY --from=build /out/mastokeeper /usr/local/bin/mastokeeper
 # The starting page shown while web does not answer; the keeper's own, when
 # it writes one, comes through the `frontdoor` volume at live/.
 COPY proxy/starting/starting.html /srv/frontdoor/starting.html
@@ -104,3 +126,12 @@ RUN set -eux; \
     rm -rf /srv/mastodon/public/system; \
     mkdir -m 0755 /srv/mastodon/public/system; \
     chown 991:991 /srv/mastodon/public/system
+
+########################################################################
+# cloudflared: the optional Cloudflare tunnel (PROXY_MODE=cloudflare-tunnel),
+# idle until CLOUDFLARE_TUNNEL_TOKEN is set. The image has no shell; the
+# static mastokeeper decides and execs cloudflared (docker-compose.yml).
+FROM cloudflare/cloudflared:${CLOUDFLARED_VERSION} AS cloudflared
+COPY --from=build /out/mastokeeper /usr/local/bin/mastokeeper
+ENTRYPOINT ["mastokeeper", "launch", "cloudflared", "--", "cloudflared", "--no-autoupdate"]
+CMD ["tunnel", "run"]

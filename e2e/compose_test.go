@@ -6,6 +6,8 @@ package e2e
 // healthchecks that survive a long first boot.
 
 import (
+	"fmt"
+
 	"github.com/mastodon-on-balena/mastodon-balena/config"
 
 	"bytes"
@@ -27,7 +29,7 @@ import (
 	"go.yaml.in/yaml/v4"
 )
 
-var stackServices = []string{"db", "redis", "keeper", "web", "streaming", "sidekiq", "proxy"}
+var stackServices = []string{"db", "redis", "keeper", "web", "streaming", "sidekiq", "proxy", "tor", "cloudflared"}
 
 // stackBalenaParse runs balena's compose parser (@balena/compose-parser, as
 // installed by scripts/install-test-deps) on a compose file in dir and returns
@@ -123,13 +125,16 @@ func TestComposeBalenaParserAccepts(t *testing.T) {
 	if backend, _ := networks["backend"].(map[string]any); backend["internal"] != true {
 		t.Errorf("balena: network backend is not internal (%v)", networks["backend"])
 	}
-	proxyVolumes, _ := get("proxy", "volumes").([]any)
-	// Read only, and never the keeper's volume (the secrets).
-	if len(proxyVolumes) != 2 || proxyVolumes[0] != "system:/srv/mastodon/public/system:ro" || proxyVolumes[1] != "frontdoor:/srv/frontdoor/live:ro" {
-		t.Errorf("balena: proxy volumes = %v", proxyVolumes)
+	// The proxy: read only, and never the keeper's or tor's volume (the
+	// secrets); its certificates in their own.
+	if got, want := fmt.Sprint(get("proxy", "volumes")), "[system:/srv/mastodon/public/system:ro frontdoor:/srv/frontdoor/live:ro certificates:/data]"; got != want {
+		t.Errorf("balena: proxy volumes = %v, want %v", got, want)
 	}
-	if ports, _ := get("proxy", "ports").([]any); len(ports) != 1 || ports[0] != "80:80" {
-		t.Errorf("balena: proxy ports = %v, want [80:80]", get("proxy", "ports"))
+	if got, want := fmt.Sprint(get("proxy", "ports")), "[80:80 443:443 443:443/udp]"; got != want {
+		t.Errorf("balena: proxy ports = %v, want %v", got, want)
+	}
+	if got, want := fmt.Sprint(get("tor", "volumes")), "[tor:/var/lib/tor]"; got != want {
+		t.Errorf("balena: tor volumes = %v, want %v", got, want)
 	}
 }
 
@@ -224,10 +229,15 @@ func TestComposeRules(t *testing.T) {
 			t.Errorf("%s: image %q: pins live only in the Dockerfile", name, s.Image)
 		}
 
-		// Only the proxy is reachable from outside.
+		// Only the proxy is reachable from outside: HTTP, and HTTPS (with
+		// HTTP/3 over UDP) for PROXY_MODE=https.
 		if name == "proxy" {
-			if len(s.Ports) != 1 || s.Ports[0].Target != 80 || s.Ports[0].Published != "80" {
-				t.Errorf("proxy: ports %+v, want exactly 80:80", s.Ports)
+			var ports []string
+			for _, p := range s.Ports {
+				ports = append(ports, fmt.Sprintf("%s:%d/%s", p.Published, p.Target, p.Protocol))
+			}
+			if want := []string{"80:80/tcp", "443:443/tcp", "443:443/udp"}; !slices.Equal(ports, want) {
+				t.Errorf("proxy: ports %v, want %v", ports, want)
 			}
 		} else if len(s.Ports) > 0 {
 			t.Errorf("%s publishes ports %+v; only the proxy may", name, s.Ports)
@@ -246,7 +256,7 @@ func TestComposeRules(t *testing.T) {
 		switch name {
 		case "db", "redis":
 			wantNets = []string{"backend"}
-		case "proxy":
+		case "proxy", "tor", "cloudflared":
 			wantNets = []string{"default"}
 		default:
 			wantNets = []string{"backend", "default"}
@@ -277,11 +287,13 @@ func TestComposeRules(t *testing.T) {
 		if len(s.EnvFiles) > 0 {
 			t.Errorf("%s: env_file %v; configuration comes from balena variables", name, s.EnvFiles)
 		}
-		for key := range s.Environment {
+		for key, v := range s.Environment {
 			up := strings.ToUpper(key)
 			for _, bad := range []string{"PASS", "SECRET", "KEY", "TOKEN"} {
-				if strings.Contains(up, bad) {
-					t.Errorf("%s: environment %s looks like a secret; secrets are never in the compose file", name, key)
+				// Passed through without a value (from balena or the shell
+				// of docker compose up) is fine; a value here never is.
+				if strings.Contains(up, bad) && v != nil && *v != "" {
+					t.Errorf("%s: environment %s has a value and looks like a secret; secrets are never in the compose file", name, key)
 				}
 			}
 		}
@@ -305,7 +317,7 @@ func TestComposeRules(t *testing.T) {
 		vols = append(vols, name)
 	}
 	sort.Strings(vols)
-	if want := []string{"backups", "db", "frontdoor", "keeper", "redis", "system"}; !slices.Equal(vols, want) {
+	if want := []string{"backups", "certificates", "db", "frontdoor", "keeper", "redis", "system", "tor"}; !slices.Equal(vols, want) {
 		t.Errorf("volumes %v, want %v", vols, want)
 	}
 
@@ -334,6 +346,24 @@ func TestComposeRules(t *testing.T) {
 	}
 	if v, ok := mounts("redis")["/data"]; !ok || v.Source != "redis" {
 		t.Errorf("redis: volume redis must be mounted at /data")
+	}
+	// Caddy's certificates and ACME account outlive the container.
+	if v, ok := mounts("proxy")["/data"]; !ok || v.Source != "certificates" || v.ReadOnly {
+		t.Errorf("proxy: volume certificates must be mounted read-write at /data")
+	}
+	// The onion key: tor's, and the keeper's to back up and restore. Never
+	// in the proxy, which holds no secret.
+	for _, s := range []string{"tor", "keeper"} {
+		if v, ok := mounts(s)["/var/lib/tor"]; !ok || v.Source != "tor" || v.ReadOnly {
+			t.Errorf("%s: volume tor must be mounted read-write at /var/lib/tor", s)
+		}
+	}
+	for name := range project.Services {
+		for _, v := range project.Services[name].Volumes {
+			if (v.Source == "tor" || v.Source == "keeper") && (name == "proxy" || name == "cloudflared") {
+				t.Errorf("%s mounts the %s volume, which holds secrets", name, v.Source)
+			}
+		}
 	}
 
 	// Healthchecks: the engine restarts an unhealthy container, so a long
@@ -364,6 +394,8 @@ func TestComposeRules(t *testing.T) {
 		"sidekiq":   {"mastokeeper", "launch", "mastodon", "--", "bundle", "exec", "sidekiq"},
 		"streaming": {"mastokeeper", "launch", "mastodon", "--", "node", "./streaming/index.js"},
 		"db":        {"postgres"},
+		"proxy":     {"mastokeeper", "launch", "proxy", "--", "caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"},
+		"tor":       {"mastokeeper", "launch", "tor", "--", "tor"},
 	}
 	for s, want := range wantCmd {
 		if got := []string(project.Services[s].Command); !slices.Equal(got, want) {
@@ -372,6 +404,9 @@ func TestComposeRules(t *testing.T) {
 	}
 	if got, want := []string(project.Services["db"].Entrypoint), []string{"mastokeeper", "launch", "postgres", "--", "docker-entrypoint.sh"}; !slices.Equal(got, want) {
 		t.Errorf("db: entrypoint %q, want %q", got, want)
+	}
+	if got, want := []string(project.Services["cloudflared"].Entrypoint), []string{"mastokeeper", "launch", "cloudflared", "--", "cloudflared", "--no-autoupdate"}; !slices.Equal(got, want) {
+		t.Errorf("cloudflared: entrypoint %q, want %q", got, want)
 	}
 	if project.Services["keeper"].Labels["io.balena.features.supervisor-api"] != "1" {
 		t.Errorf("keeper: label io.balena.features.supervisor-api must be '1'")

@@ -499,6 +499,17 @@ func TestAnOwnerAddressThatDoesNotResolveIsSaidAndRetried(t *testing.T) {
 	}
 }
 
+// A trial on one's own computer (LOCAL_DOMAIN=mastodon.localhost) gets an
+// Owner at once: its default address is on a domain that resolves.
+func TestALocalhostTrialGetsAnOwnerWithoutAnyAddress(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, "LOCAL_DOMAIN=mastodon.localhost", "ADMIN_EMAIL=")
+	p := s.provision()
+	if !bannerPwd.MatchString(p.out) || !strings.Contains(p.out, "Log in as: alice@example.com") || !strings.Contains(p.out, "Open:      https://mastodon.localhost") {
+		t.Errorf("no Owner for the trial:\n%s", p.out)
+	}
+}
+
 // ADMIN_USERNAME and ADMIN_EMAIL matter only when the instance is created:
 // changed afterwards to a bad value, they are a warning, and the instance
 // and its services go on.

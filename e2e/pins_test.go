@@ -21,6 +21,8 @@ var stackPinFormats = map[string]*regexp.Regexp{
 	"POSTGRES_VERSION": regexp.MustCompile(`^\d+\.\d+$`),
 	"REDIS_VERSION":    regexp.MustCompile(`^\d+\.\d+\.\d+$`),
 	"CADDY_VERSION":    regexp.MustCompile(`^\d+\.\d+\.\d+$`),
+	// cloudflared's versions are dates: 2026.8.2
+	"CLOUDFLARED_VERSION": regexp.MustCompile(`^\d{4}\.\d+\.\d+$`),
 }
 
 func stackPins(t *testing.T) stackDockerfile {
@@ -92,6 +94,7 @@ func TestPinsDockerfileBlock(t *testing.T) {
 		"postgres":                            "POSTGRES_VERSION",
 		"redis":                               "REDIS_VERSION",
 		"caddy":                               "CADDY_VERSION",
+		"cloudflare/cloudflared":              "CLOUDFLARED_VERSION",
 	}
 	stages := map[string]bool{}
 	seen := map[string]bool{}
@@ -120,7 +123,7 @@ func TestPinsDockerfileBlock(t *testing.T) {
 			t.Errorf("Dockerfile: no stage is built FROM %s", repo)
 		}
 	}
-	for _, target := range []string{"build", "mastodon", "streaming", "db", "redis", "proxy"} {
+	for _, target := range []string{"build", "mastodon", "streaming", "db", "redis", "proxy", "tor", "cloudflared"} {
 		if !stages[target] {
 			t.Errorf("Dockerfile: no target %q", target)
 		}

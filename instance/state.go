@@ -15,8 +15,9 @@ import (
 	"time"
 )
 
-// Record is what the keeper writes once, at first provisioning, and never
-// changes afterwards: the instance's name and its secrets.
+// Record is what the keeper writes once, at first provisioning: the
+// instance's name and its secrets - and, once tor first makes one, the onion
+// service's key, which keeps its .onion address across a move.
 type Record struct {
 	LocalDomain string `json:"local_domain"`
 	// InstanceID is random, made at the first provisioning and kept by a
@@ -26,8 +27,17 @@ type Record struct {
 	InstanceID string    `json:"instance_id,omitempty"`
 	CreatedAt  time.Time `json:"created_at"`
 	// Adopted lists the secrets that were provided rather than generated.
-	Adopted []string `json:"adopted,omitempty"`
-	Secrets Secrets  `json:"secrets"`
+	Adopted []string  `json:"adopted,omitempty"`
+	Secrets Secrets   `json:"secrets"`
+	Onion   *OnionKey `json:"onion,omitempty"`
+}
+
+// OnionKey is a Tor onion service's identity: its address and tor's key
+// files, as tor wrote them.
+type OnionKey struct {
+	Hostname  string `json:"hostname"`
+	PublicKey []byte `json:"hs_ed25519_public_key"`
+	SecretKey []byte `json:"hs_ed25519_secret_key"`
 }
 
 // Dir is the keeper's state directory (its named volume).
@@ -102,7 +112,8 @@ func (d Dir) EnsureInstanceID(ctx context.Context) (*Record, error) {
 }
 
 // Replace writes rec over the record, atomically: only a restore, which
-// brings another instance's record, and EnsureInstanceID do.
+// brings another instance's record, EnsureInstanceID and the adoption of
+// the onion key do.
 func (d Dir) Replace(rec *Record) error {
 	b, err := json.MarshalIndent(rec, "", "  ")
 	if err != nil {

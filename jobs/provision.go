@@ -237,7 +237,14 @@ func (p *Provisioner) ensureOwner(ctx context.Context, dir instance.Dir, rec *in
 		return dir.Mark(instance.MarkerOwnerAnnounced)
 	}
 	email := p.Cfg.AdminEmail
-	if email == "" {
+	switch {
+	case email != "":
+	case strings.HasSuffix(rec.LocalDomain, ".localhost"):
+		// A trial on one's own computer: Mastodon requires the address's
+		// domain to resolve, which a .localhost one never does. example.com
+		// resolves and is reserved (RFC 2606), so no mail ever reaches anyone.
+		email = p.Cfg.AdminUsername + "@example.com"
+	default:
 		email = p.Cfg.AdminUsername + "@" + rec.LocalDomain
 	}
 	p.Log.Info("creating the Owner account", "username", p.Cfg.AdminUsername, "email", email)

@@ -52,10 +52,7 @@ p{margin:.25rem 0}
 // frontdoor volume (its directory absent) there is no page to write; a
 // page that cannot be written is logged, never a reason to stop.
 func (k *Keeper) say(step string) {
-	dir := k.S.Getenv(FrontdoorDirVar)
-	if dir == "" {
-		dir = DefaultFrontdoorDir
-	}
+	dir := k.frontdoorDir()
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 		return
 	}
@@ -69,4 +66,12 @@ func (k *Keeper) say(step string) {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		k.logger("keeper").Warn("could not write the starting page: " + err.Error())
 	}
+}
+
+// frontdoorDir is where the frontdoor volume is mounted.
+func (k *Keeper) frontdoorDir() string {
+	if dir := k.S.Getenv(FrontdoorDirVar); dir != "" {
+		return dir
+	}
+	return DefaultFrontdoorDir
 }

@@ -52,6 +52,9 @@ func (k *Keeper) Serve(ctx context.Context, stay bool) error {
 	for _, w := range k.S.Warnings {
 		log.Warn(w)
 	}
+	for _, p := range k.S.DoorProblems() {
+		log.Error(p.String()+"; until it is fixed the proxy serves plain HTTP on port 80 only", "variable", p.Var)
+	}
 	if k.S.BackupsOn() && k.S.TargetDefault {
 		log.Warn("backups go to this device's own disk (" + DefaultTarget + "): they guard against mistakes, not against a dead SD card or disk. " +
 			"Set BACKUP_TARGET to a place off this device (example: BACKUP_TARGET=s3://my-bucket/mastodon)")
@@ -206,6 +209,7 @@ func (k *Keeper) maintain(ctx context.Context) error {
 	sched.Observer = k
 	sched.Background("disk-pressure guard", cleanup.Guard)
 	sched.Background("alerts", k.watchAlerts)
+	sched.Background("onion service", k.watchOnion)
 	if err := sched.Run(ctx); err != nil {
 		jlog.Warn(err.Error())
 	}

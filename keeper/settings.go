@@ -15,6 +15,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/mastodon-on-balena/mastodon-balena/config"
+	"github.com/mastodon-on-balena/mastodon-balena/frontdoor"
 	"github.com/mastodon-on-balena/mastodon-balena/instance"
 	"github.com/mastodon-on-balena/mastodon-balena/jobs"
 	"github.com/mastodon-on-balena/mastodon-balena/problem"
@@ -44,7 +45,8 @@ var firstBootOnly = map[string]bool{"ADMIN_USERNAME": true, "ADMIN_EMAIL": true}
 // Settings is the keeper's environment, read once. Every problem is
 // collected, sorted by what it stops: Err stops everything, BackupErr
 // backups; a bad schedule or cleanup variable only its own job (the
-// scheduler and cleanup report those); Warnings stop nothing.
+// scheduler and cleanup report those), a bad front door only the proxy's
+// mode (DoorProblems); Warnings stop nothing.
 type Settings struct {
 	Getenv  func(string) string
 	Environ []string
@@ -60,9 +62,12 @@ type Settings struct {
 	Sealer        snapshot.Sealer
 	Retention     snapshot.Retention
 	Compression   zstd.EncoderLevel
+	// Door is how people reach the instance: the proxy's mode, the tunnel
+	// and the onion service. Its problems stop only the proxy's mode.
+	Door frontdoor.Plan
 
-	core, backup, jobs problem.List
-	Warnings           []string
+	core, backup, jobs, door problem.List
+	Warnings                 []string
 }
 
 // Load reads the settings from getenv and the device (its memory, the
@@ -137,6 +142,9 @@ func Load(getenv func(string) string, environ []string) *Settings {
 		s.backup = append(s.backup, compErr...)
 	}
 	s.jobs = append(jobs.CheckSchedules(getenv), jobs.CheckCleanup(getenv)...)
+	var doorWarnings []string
+	s.Door, s.door, doorWarnings = frontdoor.Load(getenv)
+	s.Warnings = append(s.Warnings, doorWarnings...)
 	return s
 }
 
@@ -151,6 +159,10 @@ func checkTarget(url, name string, getenv func(string) string) problem.List {
 	}
 	return ps
 }
+
+// DoorProblems are the front door's problems: the proxy serves plain HTTP
+// on port 80 until they are fixed.
+func (s *Settings) DoorProblems() problem.List { return s.door }
 
 // LoadEnv is Load of the process's environment.
 func LoadEnv() *Settings { return Load(os.Getenv, os.Environ()) }
@@ -172,7 +184,7 @@ func (s *Settings) BackupsOn() bool { return s.Sealer.Passphrase != "" || s.Seal
 // ones above, each job's, an unusable domain and variables contradicting
 // the recorded instance.
 func (s *Settings) Problems() problem.List {
-	all := append(append(append(problem.List{}, s.core...), s.backup...), s.jobs...)
+	all := append(append(append(append(problem.List{}, s.core...), s.backup...), s.jobs...), s.door...)
 	if s.Getenv("LOCAL_DOMAIN") == "" {
 		if _, _, err := instance.ResolveDomain(s.Getenv); err != nil {
 			all = append(all, problem.Problem{Var: "LOCAL_DOMAIN", What: err.Error()})

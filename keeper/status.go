@@ -19,15 +19,16 @@ import (
 type Status struct {
 	// Summary is one line: "OK", or "ATTENTION: ..." naming the most
 	// urgent problem.
-	Summary   string         `json:"summary"`
-	Attention []Alert        `json:"attention"`
-	Now       time.Time      `json:"now"`
-	Mastodon  string         `json:"mastodon_version"`
-	Instance  *InstanceState `json:"instance"` // nil: not provisioned yet
-	Jobs      []JobStatus    `json:"jobs"`
-	Backups   BackupsStatus  `json:"backups"`
-	Restore   RestoreStatus  `json:"restore"`
-	Disks     []DiskStatus   `json:"disks"`
+	Summary   string          `json:"summary"`
+	Attention []Alert         `json:"attention"`
+	Now       time.Time       `json:"now"`
+	Mastodon  string          `json:"mastodon_version"`
+	Instance  *InstanceState  `json:"instance"` // nil: not provisioned yet
+	Frontdoor FrontdoorStatus `json:"front_door"`
+	Jobs      []JobStatus     `json:"jobs"`
+	Backups   BackupsStatus   `json:"backups"`
+	Restore   RestoreStatus   `json:"restore"`
+	Disks     []DiskStatus    `json:"disks"`
 	// Guard is the disk-pressure guard's last look (nil: it has not run).
 	Guard    *DiskState    `json:"disk_guard,omitempty"`
 	Channels []ChannelInfo `json:"notify_channels"`
@@ -46,6 +47,16 @@ type InstanceState struct {
 	OwnerShown   bool      `json:"owner_password_shown"`
 	// Secrets says for each secret how it came to be, never its value.
 	Secrets map[string]string `json:"secrets"`
+}
+
+// FrontdoorStatus is how people reach the instance.
+type FrontdoorStatus struct {
+	Mode     string `json:"proxy_mode"`
+	Describe string `json:"description"`
+	Tunnel   bool   `json:"cloudflare_tunnel"`
+	Tor      bool   `json:"tor_enabled"`
+	// Onion is the onion service's address, once tor made it.
+	Onion string `json:"onion_address,omitempty"`
 }
 
 // JobStatus is one job's record and schedule.
@@ -111,9 +122,14 @@ func (k *Keeper) Status(now time.Time) *Status {
 			in.Secrets[name] = how
 		}
 		s.Instance = in
+		if rec.Onion != nil && k.S.Door.Tor {
+			s.Frontdoor.Onion = rec.Onion.Hostname
+		}
 	} else if !errors.Is(err, instance.ErrNotProvisioned) {
 		s.Problems = append(s.Problems, "the instance record is unreadable: "+err.Error())
 	}
+	s.Frontdoor.Mode, s.Frontdoor.Describe = string(k.S.Door.Mode), describeFrontdoor(k.S.Door)
+	s.Frontdoor.Tunnel, s.Frontdoor.Tor = k.S.Door.Tunnel, k.S.Door.Tor
 	for _, p := range k.S.Problems() {
 		s.Problems = append(s.Problems, p.String())
 	}

@@ -132,6 +132,15 @@ func (l *Launcher) waitFor(ctx context.Context, marker, waiting string) (*instan
 }
 
 func (l *Launcher) exec(argv, env []string) error {
+	if l.StartedFile != "" {
+		// Best effort: without it the healthcheck only loses its grace period.
+		_ = os.WriteFile(l.StartedFile, []byte(strconv.FormatInt(time.Now().Unix(), 10)), 0o644)
+	}
+	return Exec(l.Log, argv, env)
+}
+
+// Exec replaces the process with argv and env. It returns only on failure.
+func Exec(log *slog.Logger, argv, env []string) error {
 	if len(argv) == 0 {
 		return errors.New("launch: no command given after --")
 	}
@@ -139,11 +148,7 @@ func (l *Launcher) exec(argv, env []string) error {
 	if err != nil {
 		return fmt.Errorf("launch: %w", err)
 	}
-	if l.StartedFile != "" {
-		// Best effort: without it the healthcheck only loses its grace period.
-		_ = os.WriteFile(l.StartedFile, []byte(strconv.FormatInt(time.Now().Unix(), 10)), 0o644)
-	}
-	l.Log.Info("starting", "command", argv[0])
+	log.Info("starting", "command", argv[0])
 	if err := syscall.Exec(path, argv, env); err != nil {
 		return fmt.Errorf("launch %s: %w", argv[0], err)
 	}

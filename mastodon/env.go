@@ -25,6 +25,17 @@ func Env(base []string, cfg *config.Config, rec *instance.Record, plan sizing.Pl
 		e.unset(k)
 	}
 	e.set("LOCAL_DOMAIN", rec.LocalDomain)
+	if rec.Onion != nil {
+		// Mastodon answers only for the names it knows (Rails' host
+		// authorization); the onion service's is one more.
+		alt := e.get("ALTERNATE_DOMAINS")
+		if !slices.Contains(strings.Split(strings.ReplaceAll(alt, " ", ""), ","), rec.Onion.Hostname) {
+			if alt != "" {
+				alt += ","
+			}
+			e.set("ALTERNATE_DOMAINS", alt+rec.Onion.Hostname)
+		}
+	}
 	for _, name := range instance.SecretNames {
 		if name != instance.PostgresPassword {
 			e.set(name, rec.Secrets[name])

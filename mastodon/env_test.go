@@ -109,6 +109,28 @@ func TestEnv_SetsDomainAndSecretsFromTheRecord(t *testing.T) {
 	}
 }
 
+func TestEnv_AddsTheOnionAddressToThePersonsAlternateDomains(t *testing.T) {
+	rec := testRecord(t)
+	const onion = "7fx3g4wf2zryveieet3xstmmsjvuxu3un6okn4hz4abfxta3b5vyqrqd.onion"
+	rec.Onion = &instance.OnionKey{Hostname: onion}
+	for _, tc := range []struct{ set, want string }{
+		{"", onion},
+		{"old.example.org", "old.example.org," + onion},
+		{"old.example.org, " + onion, "old.example.org, " + onion}, // already there
+	} {
+		base := baseOf("ALTERNATE_DOMAINS", tc.set)
+		env := parse(t, Env(base, testConfig(), rec, sizing.For(4<<30, getenvOf(base))))
+		if env["ALTERNATE_DOMAINS"] != tc.want {
+			t.Errorf("with ALTERNATE_DOMAINS=%q: got %q, want %q", tc.set, env["ALTERNATE_DOMAINS"], tc.want)
+		}
+	}
+	rec.Onion = nil
+	env := parse(t, Env(baseOf("ALTERNATE_DOMAINS", "old.example.org"), testConfig(), rec, sizing.Plan{}))
+	if env["ALTERNATE_DOMAINS"] != "old.example.org" {
+		t.Errorf("without an onion service: ALTERNATE_DOMAINS = %q, want the person's", env["ALTERNATE_DOMAINS"])
+	}
+}
+
 func TestEnv_WithholdsTheSuperuserPasswordAndBalenaKeys(t *testing.T) {
 	rec := testRecord(t)
 	base := baseOf(instance.PostgresPassword, rec.Secrets[instance.PostgresPassword],

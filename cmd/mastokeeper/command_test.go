@@ -83,7 +83,7 @@ func TestAWrongCommandLineIsExitTwoWithTheUsage(t *testing.T) {
 		"launch mastodon":                "after --",
 		"launch mastodon --":             "missing argument",
 		"launch mastodon puma":           "after --",
-		"launch nginx -- nginx":          "neither mastodon nor postgres",
+		"launch nginx -- nginx":          "none of mastodon, postgres, proxy, tor, cloudflared",
 		"help frobnicate":                `no command "frobnicate"`,
 		"admin reset-password":           "missing argument",
 		"admin reset-password alice bob": `unexpected argument "bob"`,

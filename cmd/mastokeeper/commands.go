@@ -30,8 +30,8 @@ func init() {
 		{path: "provision", summary: "provision once and exit",
 			help: `Does what the keeper service does at its start - restore from RESTORE_FROM on a fresh device, provision, migrate - and exits.`,
 			run:  func(c *call) error { return serve(c, false) }},
-		{path: "launch", synopsis: "mastodon|postgres -- COMMAND...", minArgs: 2, maxArgs: -1, dashDash: true, summary: "wait for what a process needs, then exec it",
-			help: `The entrypoint of the other services: "launch mastodon" waits until the instance is provisioned and its schema ready for this release, then execs COMMAND (puma, sidekiq, streaming) with the instance's environment; "launch postgres" waits for the instance's database passwords, then execs PostgreSQL.`,
+		{path: "launch", synopsis: "mastodon|postgres|proxy|tor|cloudflared -- COMMAND...", minArgs: 2, maxArgs: -1, dashDash: true, summary: "wait for what a process needs, then exec it",
+			help: `The entrypoint of the other services: "launch mastodon" waits until the instance is provisioned and its schema ready for this release, then execs COMMAND (puma, sidekiq, streaming) with the instance's environment; "launch postgres" waits for the instance's database passwords, then execs PostgreSQL; "launch proxy" execs Caddy with the front door PROXY_MODE asks for; "launch tor" runs tor with the onion service when TOR_ENABLED is true, "launch cloudflared" the tunnel when CLOUDFLARE_TUNNEL_TOKEN is set, and otherwise each idles quietly.`,
 			run:  launchCmd},
 		{path: "healthcheck", synopsis: "URL|sidekiq", minArgs: 1, maxArgs: 1, summary: "container healthcheck for web, streaming and sidekiq",
 			help: `Checks one service of the stack: the URL of web's or streaming's health endpoint, or "sidekiq". Exit status 0 when healthy.`,
@@ -116,12 +116,24 @@ func serve(c *call, stay bool) error {
 
 func launchCmd(c *call) error {
 	what := c.args[0]
-	if what != "mastodon" && what != "postgres" {
-		return usagef("launch what? %q is neither mastodon nor postgres", what)
-	}
 	argv := c.args[1:]
 	k := c.keeper()
-	err := k.Launch(c.ctx, what, argv)
+	var err error
+	switch what {
+	case "mastodon", "postgres":
+		err = k.Launch(c.ctx, what, argv)
+	case "proxy":
+		err = k.LaunchProxy(argv)
+	case "tor":
+		err = k.LaunchTor(c.ctx, argv)
+	case "cloudflared":
+		err = k.LaunchTunnel(c.ctx, argv)
+	default:
+		return usagef("launch what? %q is none of mastodon, postgres, proxy, tor, cloudflared", what)
+	}
+	if err == nil { // tor or the tunnel, idle or stopped
+		return nil
+	}
 	// Exec only returns on failure.
 	if c.ctx.Err() != nil {
 		return nil

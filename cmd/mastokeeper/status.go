@@ -72,6 +72,13 @@ func printStatus(out io.Writer, s *keeper.Status, now time.Time) {
 			w(name, v)
 		}
 	}
+	w("Front door", s.Frontdoor.Describe)
+	switch fd := s.Frontdoor; {
+	case fd.Onion != "":
+		w("Onion address", "http://"+fd.Onion)
+	case fd.Tor:
+		w("Onion address", "not made yet (the tor service creates it at its start)")
+	}
 	w("Sizing", s.Sizing)
 	if s.Restore.Unfinished {
 		w("Restore", "UNFINISHED: run 'mastokeeper restore' to finish it")

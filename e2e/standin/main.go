@@ -280,10 +280,11 @@ func tootctl(ctx context.Context, args []string) {
 		}
 		// Production Mastodon checks the e-mail's domain by DNS (MX, else A
 		// records; app/validators/email_mx_validator.rb). The stand-in's
-		// "DNS" resolves every domain but those in STANDIN_UNRESOLVABLE.
+		// "DNS" resolves every domain but .localhost ones, which DNS never
+		// answers for, and those in STANDIN_UNRESOLVABLE.
 		_, domain, _ := strings.Cut(opts["email"], "@")
-		for _, d := range strings.Split(os.Getenv("STANDIN_UNRESOLVABLE"), ",") {
-			if d != "" && strings.EqualFold(d, domain) {
+		for _, d := range append(strings.Split(os.Getenv("STANDIN_UNRESOLVABLE"), ","), "localhost") {
+			if d != "" && (strings.EqualFold(d, domain) || d == "localhost" && strings.HasSuffix(strings.ToLower(domain), ".localhost")) {
 				fmt.Println("Failure/Error: email\n    The e-mail address does not seem to exist")
 				os.Exit(1)
 			}
