@@ -35,7 +35,12 @@ func mastodonWebStandIn(t *testing.T, domain string) *httptest.Server {
 		case "/.well-known/host-meta":
 			fmt.Fprintf(w, `<XRD><Link rel="lrdd" template="https://%s/.well-known/webfinger?resource={uri}"/></XRD>`, domain)
 		case "/.well-known/nodeinfo":
-			fmt.Fprintf(w, `{"links":[{"rel":"http://nodeinfo.diaspora.software/ns/schema/2.0","href":"http://%s/nodeinfo/2.0"}]}`, r.Host)
+			// Mastodon links with the scheme the proxy says the visitor used.
+			scheme := r.Header.Get("X-Forwarded-Proto")
+			if scheme == "" {
+				scheme = "http"
+			}
+			fmt.Fprintf(w, `{"links":[{"rel":"http://nodeinfo.diaspora.software/ns/schema/2.0","href":"%s://%s/nodeinfo/2.0"}]}`, scheme, r.Host)
 		case "/nodeinfo/2.0":
 			io.WriteString(w, `{"software":{"name":"mastodon","version":"4.7.0"}}`)
 		case "/":

@@ -4,7 +4,6 @@
 package smoke
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -12,7 +11,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -158,7 +156,14 @@ func (c *Checker) Run(ctx context.Context) []Result {
 		var doc struct {
 			Software struct{ Name, Version string } `json:"software"`
 		}
-		r, err = c.getURL(ctx, ni.Links[0].Href)
+		// The link names the instance's domain; fetched through the address
+		// checked, it checks this device even before DNS points at it.
+		href := ni.Links[0].Href
+		if u, perr := url.Parse(href); perr == nil && (u.Hostname() == c.Domain || u.Host == c.Base.Host) {
+			r, err = c.get(ctx, u.RequestURI())
+		} else {
+			r, err = c.getURL(ctx, href)
+		}
 		if err != nil || r.code != 200 || json.Unmarshal(r.body, &doc) != nil || doc.Software.Name == "" {
 			fail("nodeinfo", describe(r, err, ni.Links[0].Href), "the NodeInfo link points to another address: check LOCAL_DOMAIN and the proxy")
 		} else {
@@ -245,31 +250,26 @@ func (c *Checker) asset(ctx context.Context) Result {
 // websocket asks for a WebSocket on the public stream and returns the
 // status code of the answer.
 func (c *Checker) websocket(ctx context.Context) (int, error) {
-	host := c.Base.Host
-	if c.Base.Port() == "" {
-		host = net.JoinHostPort(c.Base.Hostname(), map[string]string{"http": "80", "https": "443"}[c.Base.Scheme])
-	}
-	d := &net.Dialer{Timeout: 10 * time.Second}
-	var conn net.Conn
-	var err error
-	if c.Base.Scheme == "https" {
-		conn, err = (&tls.Dialer{NetDialer: d, Config: &tls.Config{ServerName: c.Base.Hostname()}}).DialContext(ctx, "tcp", host)
-	} else {
-		conn, err = d.DialContext(ctx, "tcp", host)
-	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.Base.String()+"/api/v1/streaming?stream=public", nil)
 	if err != nil {
 		return 0, err
 	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(15 * time.Second))
 	key := make([]byte, 16)
 	rand.Read(key)
-	fmt.Fprintf(conn, "GET /api/v1/streaming?stream=public HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: %s\r\nUser-Agent: mastokeeper-smoke\r\n\r\n",
-		c.Base.Host, base64.StdEncoding.EncodeToString(key))
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	// An upgrade request: net/http speaks HTTP/1.1 for it, even where the
+	// server offers HTTP/2.
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "websocket")
+	req.Header.Set("Sec-WebSocket-Version", "13")
+	req.Header.Set("Sec-WebSocket-Key", base64.StdEncoding.EncodeToString(key))
+	req.Header.Set("User-Agent", "mastokeeper-smoke")
+	resp, err := c.Client.Do(req)
 	if err != nil {
 		return 0, err
 	}
+	resp.Body.Close()
 	return resp.StatusCode, nil
 }
 
