@@ -64,6 +64,34 @@ func TestConfigCheckListsEveryProblemAtOnce(t *testing.T) {
 	}
 }
 
+// A front door that cannot work is refused with its reason, before any
+// service tries it; a warning for a tunnel without its token.
+func TestConfigCheckRefusesAFrontDoorThatCannotWork(t *testing.T) {
+	for _, tc := range []struct {
+		env  []string
+		code int
+		says string
+	}{
+		{[]string{"BALENA_DEVICE_UUID=0123456789abcdef0123456789abcdef", "PROXY_MODE=https"}, 3,
+			"PROXY_MODE: is https, which needs the instance's own domain in LOCAL_DOMAIN"},
+		{[]string{"LOCAL_DOMAIN=mastodon.localhost", "PROXY_MODE=https"}, 3, "no public CA can certify"},
+		{[]string{"LOCAL_DOMAIN=social.example.org", "PROXY_MODE=https", "CLOUDFLARE_TUNNEL_TOKEN=eyJhIjoiYiJ9"}, 3,
+			"CLOUDFLARE_TUNNEL_TOKEN: is set, but PROXY_MODE is https"},
+		{[]string{"LOCAL_DOMAIN=social.example.org", "PROXY_MODE=cloudflare-tunnel"}, 0, "CLOUDFLARE_TUNNEL_TOKEN is not set, so the cloudflared service idles"},
+		{[]string{"LOCAL_DOMAIN=social.example.org", "PROXY_MODE=https", "ACME_CA=staging"}, 0, "configuration OK"},
+	} {
+		cmd := exec.Command(keeperBin, "config", "check")
+		cmd.Env = append([]string{"MASTOKEEPER_STATE_DIR=" + t.TempDir()}, tc.env...)
+		out, _ := cmd.CombinedOutput()
+		if code := cmd.ProcessState.ExitCode(); code != tc.code || !strings.Contains(string(out), tc.says) {
+			t.Errorf("%v: exit %d, want %d saying %q:\n%s", tc.env, code, tc.code, tc.says, out)
+		}
+		if strings.Contains(string(out), "eyJhIjoiYiJ9") {
+			t.Errorf("the tunnel's token was printed:\n%s", out)
+		}
+	}
+}
+
 // The VAPID pair must be usable by an implementation other than Go's:
 // Node.js's crypto (OpenSSL) derives the public key from the private one.
 func TestSecretsGenerateVAPIDPairIsAcceptedByNode(t *testing.T) {

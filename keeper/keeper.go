@@ -2,10 +2,10 @@ package keeper
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
-	"os"
 	"strings"
 	"time"
 
@@ -145,7 +145,12 @@ func (k *Keeper) Provision(ctx context.Context, backupFirst bool) error {
 // record; a keeper refused for an unfinished restore has nothing to run.
 func awaitRestore(ctx context.Context, dir instance.Dir) bool {
 	state := func() (string, bool) {
-		b, _ := os.ReadFile(dir.RecordPath())
+		rec, err := dir.Read()
+		if err != nil {
+			return err.Error(), dir.Has(instance.MarkerRestoring)
+		}
+		rec.Onion = nil // adopted by this keeper itself, not brought by a restore
+		b, _ := json.Marshal(rec)
 		return string(b), dir.Has(instance.MarkerRestoring)
 	}
 	record, restoring := state()

@@ -88,7 +88,13 @@ func (t *torRunner) run(ctx context.Context) error {
 		t.log.Info("tor started; the onion service forwards to " + t.upstream + " (" + addr + ")")
 		done := make(chan error, 1)
 		go func() { done <- cmd.Wait() }()
+		// The key tor serves: the one there at its start, or the one it
+		// makes within its first moments.
 		key := t.keySum()
+		for i := 0; key == nil && i < 50; i++ {
+			time.Sleep(200 * time.Millisecond)
+			key = t.keySum()
+		}
 		restart, err := t.watch(ctx, cmd, done, host, port, &addr, torrc, key)
 		if !restart {
 			return err
@@ -224,15 +230,17 @@ func (k *Keeper) syncOnion(ctx context.Context, log *slog.Logger) error {
 		if err := k.adoptOnion(ctx, have); err != nil {
 			return err
 		}
-		log.Info("the onion service's address is " + have.Hostname + "; from now on the backups carry its key")
 		k.writeOnionHost(have.Hostname)
+		log.Info("the onion service's address is " + have.Hostname + "; from now on the backups carry its key")
 		k.restartWeb(ctx, log, "so that Mastodon answers for the onion address")
 		return nil
 	case haveErr != nil || !sameOnion(have, rec.Onion):
 		if err := frontdoor.WriteOnionKey(dir, rec.Onion); err != nil {
 			return err
 		}
+		k.writeOnionHost(rec.Onion.Hostname)
 		log.Info("put the instance's onion key into tor's volume; the tor service restarts with it (address " + rec.Onion.Hostname + ")")
+		return nil
 	}
 	k.writeOnionHost(rec.Onion.Hostname)
 	return nil
