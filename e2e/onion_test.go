@@ -6,6 +6,8 @@ package e2e
 
 import (
 	"bytes"
+	"context"
+	"crypto/x509"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -17,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mastodon-on-balena/mastodon-balena/smoke"
 )
 
 // runningTor is `mastokeeper launch tor -- tor` as the tor service runs it.
@@ -95,9 +99,11 @@ func TestTheOnionAddressIsServedBackedUpAndMovedWithTheInstance(t *testing.T) {
 	torEnv := []string{"TOR_ENABLED=true", "TOR_DATA_DIR=" + filepath.Join(old.base, "tor"), "FRONTDOOR_DIR=" + live}
 	old.env = append(old.env, torEnv...)
 
+	// The proxy ends HTTPS itself (Caddy's own CA here), as with an own domain.
 	web, schemes := webTellingTheScheme(t, "social.example.test")
-	p := startProxy(t, t.TempDir(), freePort(t), freePort(t), "WEB_UPSTREAM="+web, "MASTODON_PUBLIC="+t.TempDir(),
-		"STARTING_DIR="+filepath.Dir(live), "LOCAL_DOMAIN=social.example.test", "TOR_ENABLED=true")
+	data := t.TempDir()
+	p := startProxy(t, data, freePort(t), freePort(t), "WEB_UPSTREAM="+web, "MASTODON_PUBLIC="+t.TempDir(),
+		"STARTING_DIR="+filepath.Dir(live), "LOCAL_DOMAIN=social.example.test", "PROXY_MODE=local", "TOR_ENABLED=true")
 	tor := startTor(t, filepath.Join(old.base, "tor"), "127.0.0.1:"+strconv.Itoa(p.httpPort), "TOR_ENABLED=true")
 	onion := tor.waitForHostname(t, "", 30*time.Second)
 
@@ -132,10 +138,14 @@ func TestTheOnionAddressIsServedBackedUpAndMovedWithTheInstance(t *testing.T) {
 
 	// The proxy: Onion-Location on the clearnet site; the onion site as
 	// plain HTTP, with Mastodon told so (it then skips its HTTPS redirect).
-	c := loopback(p, nil)
-	resp, err := c.Get("http://social.example.test/@alice?x=1")
+	rootPEM, _ := os.ReadFile(filepath.Join(data, "caddy", "pki", "authorities", "local", "root.crt"))
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(rootPEM)
+	waitForCertificate(t, p, roots, "social.example.test", 30*time.Second)
+	c := loopback(p, roots)
+	resp, err := c.Get("https://social.example.test/@alice?x=1")
 	if err != nil || resp.Header.Get("Onion-Location") != "http://"+onion+"/@alice?x=1" {
-		t.Errorf("clearnet: %v, Onion-Location %q", err, resp.Header.Get("Onion-Location"))
+		t.Fatalf("clearnet: %v, Onion-Location %q", err, resp.Header.Get("Onion-Location"))
 	}
 	req, _ := http.NewRequest("GET", "http://"+onion+"/health", nil)
 	resp, err = c.Do(req)
@@ -144,6 +154,14 @@ func TestTheOnionAddressIsServedBackedUpAndMovedWithTheInstance(t *testing.T) {
 	}
 	if s := schemes(); len(s) < 2 || s[len(s)-1] != onion+" http" || s[0] != "social.example.test https" {
 		t.Errorf("Mastodon was told %v", s)
+	}
+	// What an admin's smoke check says of it.
+	ch, _ := smoke.New("https://social.example.test")
+	ch.Client = c
+	for _, r := range ch.Run(context.Background()) {
+		if r.Check == "onion" && (!r.OK || !strings.Contains(r.Detail, onion+", which the proxy serves as plain HTTP")) {
+			t.Errorf("smoke onion: %+v", r)
+		}
 	}
 
 	// New hardware: its tor made another address before the restore; the

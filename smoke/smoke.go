@@ -16,6 +16,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/mastodon-on-balena/mastodon-balena/frontdoor"
 )
 
 // Result is one check.
@@ -69,6 +71,10 @@ func (c *Checker) getURL(ctx context.Context, u string, header ...string) (*resp
 	}
 	req.Header.Set("User-Agent", "mastokeeper-smoke")
 	for i := 0; i+1 < len(header); i += 2 {
+		if header[i] == "Host" {
+			req.Host = header[i+1]
+			continue
+		}
 		req.Header.Set(header[i], header[i+1])
 	}
 	resp, err := c.Client.Do(req)
@@ -187,7 +193,10 @@ func (c *Checker) Run(ctx context.Context) []Result {
 	// 5. Assets: served with long caching and compression.
 	out = append(out, c.asset(ctx))
 
-	// 6. HTTPS: the redirect, the certificate, HSTS.
+	// 6. The onion service, when the site offers one.
+	out = append(out, c.onion(ctx))
+
+	// 7. HTTPS: the redirect, the certificate, HSTS.
 	if c.Base.Scheme != "https" {
 		skip("https", "checked over plain HTTP: TLS ends before this address (balena's public URL, a tunnel)")
 		return out
@@ -245,6 +254,33 @@ func (c *Checker) asset(ctx context.Context) Result {
 		return Result{Check: check, Detail: path + " is sent uncompressed", Cause: "the proxy does not serve the precompressed .br/.gz files"}
 	}
 	return Result{Check: check, OK: true, Detail: fmt.Sprintf("%s: %s, %s", path, r.header.Get("Content-Encoding"), r.header.Get("Cache-Control"))}
+}
+
+// onion checks the onion service the site advertises (Onion-Location):
+// its address, and - where this address reaches the device's own port 80,
+// an own domain in the https mode - that the proxy serves it as plain HTTP.
+// Tor itself, outside the device, is not checked from here.
+func (c *Checker) onion(ctx context.Context) Result {
+	const check = "onion"
+	r, err := c.get(ctx, "/health")
+	if err != nil || r.header.Get("Onion-Location") == "" {
+		return Result{Check: check, OK: true, Skip: true, Detail: "no Onion-Location header: no onion service (TOR_ENABLED is off)"}
+	}
+	loc, perr := url.Parse(r.header.Get("Onion-Location"))
+	if perr != nil || loc.Scheme != "http" || !frontdoor.IsOnionHost(loc.Host) {
+		return Result{Check: check, Detail: fmt.Sprintf("Onion-Location is %q, not http://<56 characters>.onion", r.header.Get("Onion-Location")),
+			Cause: "the keeper wrote no valid address for the proxy: see the keeper's and the tor service's logs"}
+	}
+	if c.Base.Scheme != "https" {
+		return Result{Check: check, OK: true, Detail: "the site offers http://" + loc.Host + " (served through balena's or a tunnel's address, which cannot reach it from here)"}
+	}
+	plain := *c.Base
+	plain.Scheme, plain.Host = "http", c.Base.Hostname()
+	r, err = c.getURL(ctx, plain.String()+"/health", "Host", loc.Host)
+	if err != nil || r.code != 200 {
+		return Result{Check: check, Detail: describe(r, err, "/health of "+loc.Host+" through port 80"), Cause: "the proxy does not serve .onion hosts on port 80: an old proxy image, or another proxy in front"}
+	}
+	return Result{Check: check, OK: true, Detail: "the site offers http://" + loc.Host + ", which the proxy serves as plain HTTP"}
 }
 
 // websocket asks for a WebSocket on the public stream and returns the
