@@ -335,17 +335,24 @@ func TestHTTPSModeServesTheOwnDomainWithACertificateFromARealACMECA(t *testing.T
 	}
 }
 
-// A certificate about to expire (renewal failing for weeks) is what smoke
-// reports, with what usually causes it.
+// The ACME challenge on port 80 gets through; and a certificate about to
+// expire (renewal failing for weeks) is what smoke reports, with what
+// usually causes it.
 func TestSmokeReportsACertificateAboutToExpire(t *testing.T) {
 	t.Parallel()
 	const domain = "soon.example.test"
 	pb := startPebble(t, 5*24*time.Hour)
 	web := mastodonWebStandIn(t, domain)
 	streaming, _ := streamingStandIn(t)
-	p := startProxy(t, t.TempDir(), pb.httpPort, pb.tlsPort, "PROXY_MODE=https", "LOCAL_DOMAIN="+domain, "ACME_CA="+pb.dir,
+	// Pebble validates TLS-ALPN-01 at a port where nothing listens: the
+	// certificate can only come through HTTP-01 on port 80, which the
+	// redirect to HTTPS must leave to the ACME challenge.
+	p := startProxy(t, t.TempDir(), pb.httpPort, freePort(t), "PROXY_MODE=https", "LOCAL_DOMAIN="+domain, "ACME_CA="+pb.dir,
 		"SSL_CERT_FILE="+pb.caFile, "WEB_UPSTREAM="+web.Listener.Addr().String(), "STREAMING_UPSTREAM="+streaming.Listener.Addr().String(), "MASTODON_PUBLIC="+t.TempDir())
 	waitForCertificate(t, p, pb.issuing, domain, 90*time.Second)
+	if !strings.Contains(p.log(), `"challenge_type":"http-01"`) {
+		t.Errorf("the certificate did not come through HTTP-01:\n%s", p.log())
+	}
 	ch, _ := smoke.New("https://" + domain)
 	ch.Client = loopback(p, pb.issuing)
 	found := false

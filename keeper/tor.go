@@ -187,7 +187,11 @@ func (k *Keeper) watchOnion(ctx context.Context) {
 	var said string
 	for {
 		if err := k.syncOnion(ctx, log); err != nil && err.Error() != said {
-			log.Warn(err.Error())
+			if errors.Is(err, errNoOnionYet) {
+				log.Info(err.Error())
+			} else {
+				log.Warn(err.Error())
+			}
 			said = err.Error()
 		}
 		select {
@@ -223,7 +227,7 @@ func (k *Keeper) syncOnion(ctx context.Context, log *slog.Logger) error {
 	switch {
 	case rec.Onion == nil && haveErr != nil:
 		if errors.Is(haveErr, fs.ErrNotExist) {
-			return errors.New("waiting for the tor service to create the onion address")
+			return errNoOnionYet
 		}
 		return haveErr
 	case rec.Onion == nil:
@@ -245,6 +249,8 @@ func (k *Keeper) syncOnion(ctx context.Context, log *slog.Logger) error {
 	k.writeOnionHost(rec.Onion.Hostname)
 	return nil
 }
+
+var errNoOnionYet = errors.New("waiting for the tor service to create the onion address")
 
 // adoptOnion records key as the instance's, unless another keeper did
 // first.
