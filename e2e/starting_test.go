@@ -1,14 +1,21 @@
 package e2e
 
 import (
+	"context"
+	"fmt"
+	"image"
+	"image/color"
+	"image/png"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // While web does not answer, a visitor gets the starting page - the
@@ -71,6 +78,32 @@ func TestWhileWebIsDownVisitorsGetTheStartingPage(t *testing.T) {
 		}
 	}
 
+	// As a phone shows it: Mastodon's dark background, light text, nothing
+	// cut off at the sides.
+	shot := screenshot(t, base+"/about", 390, 844)
+	b := shot.Bounds()
+	bg := color.RGBA{0x19, 0x1b, 0x22, 0xff}
+	light := 0
+	for y := b.Min.Y; y < b.Max.Y; y++ {
+		for x := b.Min.X; x < b.Max.X; x++ {
+			r, g, bl, _ := shot.At(x, y).RGBA()
+			if r>>8 > 200 && g>>8 > 200 && bl>>8 > 200 {
+				light++
+			}
+			if (x == b.Min.X || x == b.Max.X-1) && !near(shot.At(x, y), bg) {
+				t.Errorf("the page touches the screen's edge at (%d,%d)", x, y)
+				y = b.Max.Y
+				break
+			}
+		}
+	}
+	if !near(shot.At(b.Min.X, b.Min.Y), bg) || light < 200 {
+		t.Errorf("the page is not styled: corner %v, %d light pixels", shot.At(b.Min.X, b.Min.Y), light)
+	}
+	if t.Failed() {
+		keepScreenshot(t, shot)
+	}
+
 	// Web answers: the page is gone.
 	l, err := net.Listen("tcp", webAddr)
 	if err != nil {
@@ -82,4 +115,47 @@ func TestWhileWebIsDownVisitorsGetTheStartingPage(t *testing.T) {
 	if code, _, body := get("/", "text/html"); code != 200 || body != "mastodon web" {
 		t.Errorf("with web up: %d %s", code, body)
 	}
+}
+
+// screenshot is headless Chromium's picture of url in a window of w x h.
+func screenshot(t *testing.T, url string, w, h int) image.Image {
+	t.Helper()
+	chromium := stackRequireTool(t, "chromium")
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out := filepath.Join(dir, "shot.png")
+	cmd := exec.CommandContext(ctx, chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+		"--user-data-dir="+filepath.Join(dir, "profile"), fmt.Sprintf("--window-size=%d,%d", w, h), "--screenshot="+out, url)
+	cmd.Env = append(os.Environ(), "HOME="+dir)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("chromium: %v\n%s", err, b)
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// keepScreenshot saves a failed test's picture where it outlives the test.
+func keepScreenshot(t *testing.T, img image.Image) {
+	p := filepath.Join(os.TempDir(), strings.ReplaceAll(t.Name(), "/", "_")+".png")
+	if f, err := os.Create(p); err == nil {
+		png.Encode(f, img)
+		f.Close()
+		t.Logf("the screenshot: %s", p)
+	}
+}
+
+// near says whether c is within a few steps of want in every channel.
+func near(c color.Color, want color.RGBA) bool {
+	r, g, b, _ := c.RGBA()
+	d := func(a uint32, w uint8) bool { return int(a>>8)-int(w) <= 3 && int(w)-int(a>>8) <= 3 }
+	return d(r, want.R) && d(g, want.G) && d(b, want.B)
 }
