@@ -19,6 +19,13 @@ import (
 // NodeInfo and a home page naming a pack.
 func mastodonWebStandIn(t *testing.T, domain string) *httptest.Server {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Rails' force_ssl in production: a request that did not come over
+		// HTTPS, as the proxy tells it, is redirected there - except
+		// /health and .onion hosts (config/environments/production.rb).
+		if r.Header.Get("X-Forwarded-Proto") != "https" && r.URL.Path != "/health" && !strings.HasSuffix(r.Host, ".onion") {
+			http.Redirect(w, r, "https://"+r.Host+r.URL.RequestURI(), http.StatusMovedPermanently)
+			return
+		}
 		switch r.URL.Path {
 		case "/health":
 			io.WriteString(w, "OK")
@@ -97,6 +104,12 @@ func TestSmokeChecksALiveInstanceThroughTheProxy(t *testing.T) {
 	wrong, code := run(base) // the URL's host, 127.0.0.1, is not the instance's name
 	if code != 1 || !strings.Contains(wrong, `FAIL  instance`) || !strings.Contains(wrong, "usually: LOCAL_DOMAIN differs") {
 		t.Errorf("a wrong domain (%d):\n%s", code, wrong)
+	}
+	// Web reached without the proxy's X-Forwarded-Proto: Mastodon sends
+	// every visitor to HTTPS, round and round.
+	bare, code := run("--domain", "social.example.test", web.URL)
+	if code != 1 || !strings.Contains(bare, "FAIL  instance") || !strings.Contains(bare, "X-Forwarded-Proto: https") {
+		t.Errorf("without X-Forwarded-Proto (%d):\n%s", code, bare)
 	}
 	streaming.Close()
 	down, code := run("--domain", "social.example.test", base)

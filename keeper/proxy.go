@@ -111,7 +111,11 @@ func tunnelProblems(ps problem.List) problem.List {
 func describeFrontdoor(plan frontdoor.Plan) string {
 	switch plan.Mode {
 	case frontdoor.HTTPS:
-		return fmt.Sprintf("https (Caddy's own certificates for %s)", strings.Join(plan.Domains, ", "))
+		ca := "Let's Encrypt"
+		if plan.ACMECA != "" {
+			ca = plan.ACMECA
+		}
+		return fmt.Sprintf("https (the proxy's certificates from %s for %s)", ca, strings.Join(plan.Domains, ", "))
 	case frontdoor.Local:
 		return fmt.Sprintf("local (Caddy's own CA for %s)", strings.Join(plan.Domains, ", "))
 	case frontdoor.CloudflareTunnel:

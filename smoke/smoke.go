@@ -123,6 +123,9 @@ func (c *Checker) Run(ctx context.Context) []Result {
 	switch {
 	case err != nil:
 		fail("instance", "GET /api/v2/instance: "+err.Error(), "web does not answer")
+	case r.code/100 == 3 && strings.HasPrefix(r.header.Get("Location"), "https://"+c.Base.Host):
+		fail("instance", "GET /api/v2/instance redirects to "+r.header.Get("Location")+": Mastodon thinks the visitor came over plain HTTP",
+			"whatever ends HTTPS in front of Mastodon must send X-Forwarded-Proto: https (visitors go round in a redirect loop)")
 	case r.code != 200 || json.Unmarshal(r.body, &inst) != nil:
 		fail("instance", fmt.Sprintf("GET /api/v2/instance answered %d without the instance's JSON", r.code), "web is down, or the proxy sends the API elsewhere")
 	case inst.Domain != c.Domain:
