@@ -51,7 +51,8 @@ func (k *Keeper) LaunchTor(ctx context.Context, argv []string) error {
 	if upstream == "" {
 		upstream = frontdoor.DefaultTorUpstream
 	}
-	t := &torRunner{argv: argv, dir: frontdoor.TorDir(k.S.Getenv), upstream: upstream, log: log, poll: 10 * time.Second}
+	t := &torRunner{argv: argv, dir: frontdoor.TorDir(k.S.Getenv), upstream: upstream, log: log, poll: 10 * time.Second,
+		lookup: net.DefaultResolver.LookupHost}
 	return t.run(ctx)
 }
 
@@ -61,6 +62,7 @@ type torRunner struct {
 	upstream string
 	log      *slog.Logger
 	poll     time.Duration
+	lookup   func(ctx context.Context, host string) ([]string, error)
 }
 
 func (t *torRunner) run(ctx context.Context) error {
@@ -88,14 +90,7 @@ func (t *torRunner) run(ctx context.Context) error {
 		t.log.Info("tor started; the onion service forwards to " + t.upstream + " (" + addr + ")")
 		done := make(chan error, 1)
 		go func() { done <- cmd.Wait() }()
-		// The key tor serves: the one there at its start, or the one it
-		// makes within its first moments.
-		key := t.keySum()
-		for i := 0; key == nil && i < 50; i++ {
-			time.Sleep(200 * time.Millisecond)
-			key = t.keySum()
-		}
-		restart, err := t.watch(ctx, cmd, done, host, port, &addr, torrc, key)
+		restart, err := t.watch(ctx, cmd, done, host, port, &addr, torrc, t.keySum())
 		if !restart {
 			return err
 		}
@@ -105,17 +100,24 @@ func (t *torRunner) run(ctx context.Context) error {
 // watch waits for tor to exit or ctx to be done, reloading tor when the
 // proxy's address changes. restart says the onion key changed under tor,
 // which was stopped to start again with it.
+//
+// key is the key tor serves: the one there at its start or, while nil, the
+// one it makes in its first moments (looked for often, so that a key the
+// keeper puts there soon after is seen as a replacement).
 func (t *torRunner) watch(ctx context.Context, cmd *exec.Cmd, done chan error, host, port string, addr *string, torrc string, key []byte) (restart bool, err error) {
-	tick := time.NewTicker(t.poll)
-	defer tick.Stop()
+	lastLookup := time.Now()
 	for {
+		wait := t.poll
+		if key == nil {
+			wait = min(wait, 200*time.Millisecond)
+		}
 		select {
 		case <-ctx.Done():
 			t.stop(cmd, done)
 			return false, nil
 		case err := <-done:
 			return false, fmt.Errorf("tor exited: %v", err)
-		case <-tick.C:
+		case <-time.After(wait):
 		}
 		if now := t.keySum(); key == nil {
 			key = now // tor made its key
@@ -124,7 +126,11 @@ func (t *torRunner) watch(ctx context.Context, cmd *exec.Cmd, done chan error, h
 			t.stop(cmd, done)
 			return true, nil
 		}
-		ips, err := net.DefaultResolver.LookupHost(ctx, host)
+		if time.Since(lastLookup) < t.poll {
+			continue
+		}
+		lastLookup = time.Now()
+		ips, err := t.lookup(ctx, host)
 		if err != nil || len(ips) == 0 || net.JoinHostPort(ips[0], port) == *addr {
 			continue
 		}
@@ -143,7 +149,7 @@ func (t *torRunner) watch(ctx context.Context, cmd *exec.Cmd, done chan error, h
 func (t *torRunner) resolve(ctx context.Context, host, port string) (string, error) {
 	var last time.Time
 	for wait := 500 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
-		ips, err := net.DefaultResolver.LookupHost(ctx, host)
+		ips, err := t.lookup(ctx, host)
 		if err == nil && len(ips) > 0 {
 			return net.JoinHostPort(ips[0], port), nil
 		}
