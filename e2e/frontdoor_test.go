@@ -401,3 +401,23 @@ func TestALocalhostTrialGetsHTTPSFromCaddysOwnCA(t *testing.T) {
 		t.Errorf("Mastodon was told %v", s)
 	}
 }
+
+// PROXY_MODE=cloudflare-tunnel: cloudflared ends HTTPS at Cloudflare's
+// edge and reaches the proxy's port 80, which serves as behind balena's
+// public URL.
+func TestTheTunnelModeServesPlainHTTPForCloudflared(t *testing.T) {
+	t.Parallel()
+	web, schemes := webTellingTheScheme(t, "social.example.test")
+	p := startProxy(t, t.TempDir(), freePort(t), freePort(t), "PROXY_MODE=cloudflare-tunnel", "LOCAL_DOMAIN=social.example.test",
+		"CLOUDFLARE_TUNNEL_TOKEN=eyJhIjoiYiJ9", "WEB_UPSTREAM="+web, "MASTODON_PUBLIC="+t.TempDir())
+	resp, err := loopback(p, nil).Get("http://social.example.test/api/v2/instance")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("through the tunnel's port 80: %v %v", err, resp)
+	}
+	if s := schemes(); len(s) != 1 || s[0] != "social.example.test https" {
+		t.Errorf("Mastodon was told %v", s)
+	}
+	if !strings.Contains(p.log(), "serving plain HTTP on port 80 for the Cloudflare tunnel") || strings.Contains(p.log(), "eyJhIjoiYiJ9") {
+		t.Errorf("the proxy's log:\n%s", p.log())
+	}
+}
