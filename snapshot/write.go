@@ -383,16 +383,15 @@ func (b *Backup) dumpDatabase(ctx context.Context, m *Manifest) (string, error) 
 
 	var stderr bytes.Buffer
 	err = b.upload(ctx, m, ObjectKey(m.ID, DBDump), DBDump, func(w io.Writer) error {
-		// BACKUP_COMPRESSION's level: by default about as small
-		// as pg_dump -Fc's gzip output in 0.5-0.7x its time. Two encoder
-		// goroutines (every supported device has four cores): about 35 MiB
-		// in all at the default level, 25 with fast. WithLowerEncoderMem
-		// would save 7.5 MiB but halves the speed. Restore reads any level.
+		// BACKUP_COMPRESSION's level: by default about as small as
+		// pg_dump -Fc's gzip output, in independent frames compressed two
+		// at a time (see frameWriter). Restore reads any level and any
+		// backup of before, one frame or many.
 		level := b.Compression
 		if level == 0 {
 			level = zstd.SpeedDefault
 		}
-		zw, err := zstd.NewWriter(w, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(2))
+		zw, err := newFrameWriter(w, level)
 		if err != nil {
 			return fmt.Errorf("zstd level %v: %w", level, err)
 		}
