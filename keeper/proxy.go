@@ -26,6 +26,10 @@ func (k *Keeper) LaunchProxy(argv []string) error {
 	env := caddyEnv(k.S.Environ, plan.CaddyEnv())
 	switch {
 	case len(ps) > 0:
+	case (plan.Mode == frontdoor.HTTPS || plan.Mode == frontdoor.Local) && len(plan.Domains) == 0:
+		// LOCAL_DOMAIN is no domain: config names what is wrong with it.
+		log.Error(fmt.Sprintf("LOCAL_DOMAIN %q is not a usable domain (see 'mastokeeper config check' on the keeper); until it is fixed the proxy serves plain HTTP on port 80 only", k.S.Getenv("LOCAL_DOMAIN")),
+			"variable", "LOCAL_DOMAIN")
 	case plan.Mode == frontdoor.HTTPS:
 		log.Info("serving "+strings.Join(plan.Domains, " and ")+" over HTTPS with a certificate Caddy obtains and renews itself; "+
 			"the domain's DNS must point at this device and the router must forward ports 80 and 443 to it",
