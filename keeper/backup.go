@@ -116,7 +116,7 @@ func (t *target) reader() *snapshot.Reader { return &snapshot.Reader{Store: t.st
 func (k *Keeper) job(t *target, log *slog.Logger) *snapshot.Backup {
 	return &snapshot.Backup{
 		Cfg: k.S.Config, Rec: t.rec, Dir: k.S.Dir, Store: t.store, Key: t.key, Sealer: k.S.Sealer, Device: t.device,
-		MediaDir: k.S.MediaDir, MastodonVersion: k.S.Config.MastodonVersion, Compression: k.S.Compression, Log: log,
+		MediaDir: k.S.MediaDir, MastodonVersion: k.S.Config.MastodonVersion, Compression: k.S.Compression, MediaConcurrency: k.S.MediaConcurrency, Log: log,
 	}
 }
 

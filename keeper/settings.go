@@ -30,6 +30,9 @@ const (
 	TargetVar      = "BACKUP_TARGET"
 	RestoreFromVar = "RESTORE_FROM"
 	MediaDirVar    = "MEDIA_DIR"
+	// MediaConcurrencyVar: how many media files are uploaded or
+	// downloaded at once.
+	MediaConcurrencyVar = "BACKUP_MEDIA_CONCURRENCY"
 
 	// DefaultTarget is a directory in the keeper's own volume: on the same
 	// disk as the instance, so it guards against mistakes, not against a
@@ -62,6 +65,8 @@ type Settings struct {
 	Sealer        snapshot.Sealer
 	Retention     snapshot.Retention
 	Compression   zstd.EncoderLevel
+	// MediaConcurrency: media files uploaded and downloaded at once.
+	MediaConcurrency int
 	// Door is how people reach the instance: the proxy's mode, the tunnel
 	// and the onion service. Its problems stop only the proxy's mode.
 	Door frontdoor.Plan
@@ -135,6 +140,16 @@ func Load(getenv func(string) string, environ []string) *Settings {
 				continue
 			}
 			*v.dst = n
+		}
+	}
+	s.MediaConcurrency = snapshot.DefaultMediaConcurrency
+	if raw := getenv(MediaConcurrencyVar); raw != "" {
+		n, err := strconv.Atoi(raw)
+		if err != nil || n < 1 || n > 32 {
+			s.backup = append(s.backup, problem.Problem{Var: MediaConcurrencyVar, What: fmt.Sprintf("is %q; it must be a whole number from 1 to 32", raw),
+				Example: strconv.Itoa(snapshot.DefaultMediaConcurrency)})
+		} else {
+			s.MediaConcurrency = n
 		}
 	}
 	var compErr problem.List

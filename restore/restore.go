@@ -16,6 +16,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -52,7 +53,9 @@ type Restore struct {
 	TrustOldFormat bool
 	Device         string
 	MediaDir       string
-	Log            *slog.Logger
+	// MediaConcurrency: media blobs downloaded at once (zero: the default).
+	MediaConcurrency int
+	Log              *slog.Logger
 	// Terminal, when set, gets a progress bar (a person at a terminal);
 	// the log gets plain progress lines either way.
 	Terminal io.Writer
@@ -323,13 +326,61 @@ func (r *Restore) stage(ctx context.Context, log *slog.Logger, rd *snapshot.Read
 			blobBytes += e.Size
 		}
 	}
-	p := r.progress(log, "media", blobBytes)
-	for _, sum := range m.MediaBlobs {
-		if err := r.fetchBlob(ctx, rd, sum, media, path.Join(mediaStaging, sum), p); err != nil {
-			return st, staging(err, r.MediaDir)
-		}
+	if err := r.fetchBlobs(ctx, rd, m.MediaBlobs, media, &lockedWriter{w: r.progress(log, "media", blobBytes)}); err != nil {
+		return st, staging(err, r.MediaDir)
 	}
 	return st, nil
+}
+
+// fetchBlobs downloads the blobs into the media staging area, several at
+// once: each answer from an object store comes after a round trip. The
+// first failure stops the others.
+func (r *Restore) fetchBlobs(ctx context.Context, rd *snapshot.Reader, sums []string, media *os.Root, progress io.Writer) error {
+	workers := r.MediaConcurrency
+	if workers <= 0 {
+		workers = snapshot.DefaultMediaConcurrency
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	jobs := make(chan string)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for sum := range jobs {
+				if err := r.fetchBlob(ctx, rd, sum, media, path.Join(mediaStaging, sum), progress); err != nil {
+					cancel(err)
+				}
+			}
+		}()
+	}
+	for _, sum := range sums {
+		select {
+		case jobs <- sum:
+			continue
+		case <-ctx.Done():
+		}
+		break
+	}
+	close(jobs)
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return ctx.Err()
+}
+
+// lockedWriter lets the downloads running at once share one progress bar.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // checkIndex checks a snapshot's media index against its manifest before

@@ -58,7 +58,7 @@ func keys(t *testing.T, s storage.Store) []string {
 	return ks
 }
 
-func newTarget(t *testing.T) (storage.Store, *Key) {
+func newTarget(t testing.TB) (storage.Store, *Key) {
 	s, err := file.New(t.TempDir())
 	if err != nil {
 		t.Fatal(err)

@@ -91,8 +91,11 @@ type Backup struct {
 	MastodonVersion string
 	// Compression is the zstd level of the database dump (zero: default).
 	Compression zstd.EncoderLevel
-	Log         *slog.Logger
-	Now         func() time.Time
+	// MediaConcurrency is how many media files are hashed and uploaded at
+	// once (zero: DefaultMediaConcurrency).
+	MediaConcurrency int
+	Log              *slog.Logger
+	Now              func() time.Time
 	// DuringRestore: the safety backup a restore takes once its snapshot
 	// is staged; the staging areas are the restore's, not leftovers.
 	DuringRestore bool
@@ -425,13 +428,13 @@ var errChanged = errors.New("the file changed while it was read")
 // log line, never failing the whole backup.
 func (b *Backup) backupMedia(ctx context.Context, log *slog.Logger, res *Result) error {
 	m := res.Manifest
-	stored := map[string]int64{}
+	stored := &storedBlobs{size: map[string]int64{}, busy: map[string]chan struct{}{}}
 	objs, err := b.Store.List(ctx, MediaPrefix)
 	if err != nil {
 		return err
 	}
 	for _, o := range objs {
-		stored[o.Key] = o.Size
+		stored.size[o.Key] = o.Size
 	}
 	cache := hashCache{}
 	cachePath := filepath.Join(b.Dir.Path, hashCacheFile)
@@ -448,6 +451,9 @@ func (b *Backup) backupMedia(ctx context.Context, log *slog.Logger, res *Result)
 	}
 	if root != nil {
 		defer root.Close()
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		pool := newMediaPool(ctx, cancel, b, root, cache, stored)
 		err = fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
 			if cerr := ctx.Err(); cerr != nil {
 				return cerr
@@ -476,25 +482,33 @@ func (b *Backup) backupMedia(ctx context.Context, log *slog.Logger, res *Result)
 			if d.IsDir() || !d.Type().IsRegular() {
 				return nil
 			}
-			e, uploaded, err := b.backupFile(ctx, root, p, cache, stored)
-			switch {
+			return pool.add(ctx, p)
+		})
+		// The files' outcomes, in the walk's order, as if one at a time.
+		results, poolErr := pool.wait()
+		if err == nil || errors.Is(err, context.Canceled) && poolErr != nil {
+			err = poolErr // a failed upload stopped the walk: its error is the cause
+		}
+		if err != nil {
+			return fmt.Errorf("back up media from %s: %w", b.MediaDir, err)
+		}
+		for _, r := range results {
+			e, p := r.e, r.path
+			switch err := r.err; {
 			case errors.Is(err, fs.ErrNotExist):
-				return nil // deleted meanwhile: not part of the instance any more
+				continue // deleted meanwhile: not part of the instance any more
 			case errors.Is(err, errChanged):
 				res.Skipped = append(res.Skipped, p+": "+err.Error())
 				log.Warn("a media file kept changing while it was read; left out of this backup (the next one takes it)", "path", p)
-				return nil
-			case err != nil && errors.Is(err, errReadFile):
+				continue
+			case errors.Is(err, errReadFile):
 				res.Skipped = append(res.Skipped, p+": "+err.Error())
 				log.Warn("a media file cannot be read; left out of this backup", "path", p, "error", err.Error())
-				return nil
-			case err != nil:
-				return err
+				continue
 			}
-			if uploaded {
+			if r.uploaded {
 				res.Uploaded = append(res.Uploaded, e.SHA256)
 			}
-			cache[e.Path] = e
 			index = append(index, e)
 			if !blobs[e.SHA256] {
 				blobs[e.SHA256] = true
@@ -502,10 +516,6 @@ func (b *Backup) backupMedia(ctx context.Context, log *slog.Logger, res *Result)
 			}
 			m.MediaFiles++
 			m.MediaBytes += e.Size
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("back up media from %s: %w", b.MediaDir, err)
 		}
 	}
 	sort.Strings(m.MediaBlobs)
@@ -532,8 +542,9 @@ var errReadFile = errors.New("cannot read")
 // bytes uploaded: the upload is hashed as it is read and aborted - the
 // target keeps nothing - when those bytes are not the ones the name was
 // taken from. A file that changes is read again, up to three times.
-func (b *Backup) backupFile(ctx context.Context, root *os.Root, p string, cache hashCache, stored map[string]int64) (MediaEntry, bool, error) {
+func (b *Backup) backupFile(ctx context.Context, root *os.Root, p string, cache hashCache, stored *storedBlobs) (MediaEntry, bool, error) {
 	var lastErr error
+	useCache := true
 	for range 3 {
 		fi, err := root.Stat(p)
 		if err != nil {
@@ -543,7 +554,7 @@ func (b *Backup) backupFile(ctx context.Context, root *os.Root, p string, cache 
 			return MediaEntry{}, false, fs.ErrNotExist // replaced by something else
 		}
 		e := MediaEntry{Path: p, Size: fi.Size(), Mode: fi.Mode().Perm(), ModTime: fi.ModTime().UTC()}
-		if c, ok := cache[p]; ok && c.Size == e.Size && c.ModTime.Equal(e.ModTime) && IsSum(c.SHA256) {
+		if c, ok := cache[p]; useCache && ok && c.Size == e.Size && c.ModTime.Equal(e.ModTime) && IsSum(c.SHA256) {
 			e.SHA256 = c.SHA256
 		} else if e.SHA256, err = fileSum(root, p, e.Size); err != nil {
 			if errors.Is(err, errChanged) {
@@ -552,23 +563,24 @@ func (b *Backup) backupFile(ctx context.Context, root *os.Root, p string, cache 
 			}
 			return e, false, err
 		}
-		key := BlobKey(e.SHA256)
-		if size, ok := stored[key]; ok && size == encryptedSize(e.Size) {
-			return e, false, nil
-		}
 		// Not stored, or stored at a wrong size (cut short or damaged):
-		// upload it (again).
-		err = b.uploadFile(ctx, root, p, e)
+		// upload it (again) - once, however many files share it.
+		uploaded, err := stored.ensure(BlobKey(e.SHA256), encryptedSize(e.Size), func() error {
+			if e.Size > largeMedia {
+				stored.large.Lock()
+				defer stored.large.Unlock()
+			}
+			return b.uploadFile(ctx, root, p, e)
+		})
 		if errors.Is(err, errChanged) {
-			delete(cache, p)
+			useCache = false
 			lastErr = err
 			continue
 		}
 		if err != nil {
 			return e, false, err
 		}
-		stored[key] = encryptedSize(e.Size)
-		return e, true, nil
+		return e, uploaded, nil
 	}
 	return MediaEntry{}, false, lastErr
 }

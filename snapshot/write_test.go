@@ -20,13 +20,13 @@ func sum(b []byte) string {
 	return hex.EncodeToString(s[:])
 }
 
-func newMediaBackup(t *testing.T) (*Backup, string) {
+func newMediaBackup(t testing.TB) (*Backup, string) {
 	s, k := newTarget(t)
 	media := t.TempDir()
 	return &Backup{Store: s, Key: k, Dir: instance.Dir{Path: t.TempDir()}, MediaDir: media, Log: slog.New(slog.DiscardHandler)}, media
 }
 
-func write(t *testing.T, path string, b []byte) {
+func write(t testing.TB, path string, b []byte) {
 	t.Helper()
 	os.MkdirAll(filepath.Dir(path), 0o755)
 	if err := os.WriteFile(path, b, 0o644); err != nil {
