@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
@@ -131,8 +132,8 @@ func (t *torRunner) watch(ctx context.Context, cmd *exec.Cmd, done chan error, h
 		}
 		lastLookup = time.Now()
 		ips, err := t.lookup(ctx, host)
-		if err != nil || len(ips) == 0 || net.JoinHostPort(ips[0], port) == *addr {
-			continue
+		if err != nil || len(ips) == 0 || slices.ContainsFunc(ips, func(ip string) bool { return net.JoinHostPort(ip, port) == *addr }) {
+			continue // unresolvable for a moment, or still there: keep it
 		}
 		*addr = net.JoinHostPort(ips[0], port)
 		if err := os.WriteFile(torrc, []byte(frontdoor.Torrc(t.dir, *addr)), 0o644); err != nil {
