@@ -95,32 +95,32 @@ func Load(getenv func(string) string) (Plan, problem.List, []string) {
 			break // config names LOCAL_DOMAIN's problem; the proxy serves port 80 meanwhile
 		}
 		if domain == "" {
-			add(ModeVar, fmt.Sprintf("is %s, which needs the instance's own domain in LOCAL_DOMAIN: the balena public URL's host has its certificate from balena, and only port 80 reaches the device there", p.Mode),
-				"LOCAL_DOMAIN=social.example.org")
+			add(ModeVar, fmt.Sprintf("is %s, which needs the instance's own domain in LOCAL_DOMAIN (example: LOCAL_DOMAIN=social.example.org): the balena public URL's host has its certificate from balena, and only port 80 reaches the device there", p.Mode),
+				"public-url")
 			break
 		}
 		if p.Mode == HTTPS && local {
 			add(ModeVar, fmt.Sprintf("is https, but LOCAL_DOMAIN %q is a .localhost name no public CA can certify; leave PROXY_MODE unset (or local) for a trial with Caddy's own certificate", domain),
-				"PROXY_MODE=local")
+				"local")
 			break
 		}
 		if p.Mode == HTTPS && instance.IsPublicURLHost(domain) {
 			add(ModeVar, fmt.Sprintf("is https, but LOCAL_DOMAIN %q is a balena public URL, whose HTTPS balena's proxy already provides; use PROXY_MODE=public-url", domain),
-				"PROXY_MODE=public-url")
+				"public-url")
 			break
 		}
 		p.Domains = []string{domain}
 		if w := getenv("WEB_DOMAIN"); w != "" && w != domain {
 			if msg := instance.CheckDomain(w); msg != "" {
-				add("WEB_DOMAIN", fmt.Sprintf("is %q; it %s", w, msg), "WEB_DOMAIN=mastodon.example.org")
+				add("WEB_DOMAIN", fmt.Sprintf("is %q; it %s", w, msg), "mastodon.example.org")
 			} else {
 				p.Domains = append(p.Domains, w)
 			}
 		}
 	case CloudflareTunnel:
 		if domain == "" || instance.IsPublicURLHost(domain) {
-			add(ModeVar, "is cloudflare-tunnel, which serves your own domain: set LOCAL_DOMAIN to the host name the tunnel is routed from",
-				"LOCAL_DOMAIN=social.example.org")
+			add(ModeVar, "is cloudflare-tunnel, which serves your own domain: set LOCAL_DOMAIN to the host name the tunnel is routed from (example: LOCAL_DOMAIN=social.example.org)",
+				"public-url")
 		}
 		if !p.Tunnel {
 			warnings = append(warnings, TunnelTokenVar+" is not set, so the cloudflared service idles: create a tunnel in Cloudflare's dashboard (Zero Trust > Networks > Tunnels), route your domain to http://proxy:80 and put its token into "+TunnelTokenVar)
@@ -128,12 +128,12 @@ func Load(getenv func(string) string) (Plan, problem.List, []string) {
 	}
 	if p.Tunnel && p.Mode != CloudflareTunnel {
 		add(TunnelTokenVar, fmt.Sprintf("is set, but PROXY_MODE is %s: a tunnel ends TLS itself and needs the plain-HTTP proxy; set PROXY_MODE=cloudflare-tunnel or remove the token", p.Mode),
-			"PROXY_MODE=cloudflare-tunnel")
+			"")
 	}
 
 	if e := getenv(ACMEEmailVar); e != "" {
 		if !bareEmail(e) {
-			add(ACMEEmailVar, fmt.Sprintf("is %q, which is not a bare e-mail address", e), "ACME_EMAIL=you@example.org")
+			add(ACMEEmailVar, fmt.Sprintf("is %q, which is not a bare e-mail address", e), "you@example.org")
 		} else {
 			p.ACMEEmail = e
 		}
@@ -146,7 +146,7 @@ func Load(getenv func(string) string) (Plan, problem.List, []string) {
 		p.ACMECA = LetsEncryptStaging
 	default:
 		if u, err := url.Parse(ca); err != nil || u.Scheme != "https" || u.Host == "" || strings.ContainsAny(ca, " \t\n{}\"") {
-			add(ACMECAVar, fmt.Sprintf("is %q; it must be the https:// URL of an ACME directory, or staging for Let's Encrypt's", ca), "ACME_CA=staging")
+			add(ACMECAVar, fmt.Sprintf("is %q; it must be the https:// URL of an ACME directory, or staging for Let's Encrypt's", ca), "staging")
 		} else {
 			p.ACMECA = ca
 		}
@@ -160,7 +160,7 @@ func Load(getenv func(string) string) (Plan, problem.List, []string) {
 	case "true", "1", "yes", "on":
 		p.Tor = true
 	default:
-		add(TorVar, fmt.Sprintf("is %q; it must be true or false", getenv(TorVar)), "TOR_ENABLED=true")
+		add(TorVar, fmt.Sprintf("is %q; it must be true or false", getenv(TorVar)), "true")
 	}
 	return p, ps, warnings
 }

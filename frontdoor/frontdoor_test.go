@@ -97,9 +97,13 @@ func TestBadCombinationsAreRefusedWithTheReason(t *testing.T) {
 		{[]string{"TOR_ENABLED=maybe"}, "TOR_ENABLED", "true or false"},
 	} {
 		p, ps, _ := Load(env(tc.env...))
-		if len(ps) != 1 || ps[0].Var != tc.variable || !strings.Contains(ps[0].String(), tc.says) || ps[0].Example == "" {
+		if len(ps) != 1 || ps[0].Var != tc.variable || !strings.Contains(ps[0].String(), tc.says) || !strings.Contains(ps[0].String(), "example: ") && tc.variable != TunnelTokenVar {
 			t.Errorf("%v: problems %v; want one naming %s with %q and an example", tc.env, ps, tc.variable, tc.says)
 			continue
+		}
+		// An example is a value of the variable named, never VAR=OTHER=x.
+		if strings.Contains(ps[0].Example, "=") {
+			t.Errorf("%v: example %q", tc.env, ps[0].Example)
 		}
 		if p.Mode != PublicURL && p.Mode != CloudflareTunnel && len(p.Domains) == 0 && p.CaddyEnv()[0] != "PROXY_SITES=public-url" {
 			t.Errorf("%v: a refused front door must fall back to plain HTTP, Caddy gets %v", tc.env, p.CaddyEnv())
