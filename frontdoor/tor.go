@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/mastodon-on-balena/mastodon-balena/instance"
 )
@@ -30,6 +31,11 @@ const (
 	// directory: hostname, hs_ed25519_secret_key, hs_ed25519_public_key.
 	OnionServiceDir = "onion_service"
 )
+
+// KeyPutFile is where WriteOnionKey notes, last, that it put a key into
+// tor's data directory: tor reads its key only when it starts, so the tor
+// service restarts when this file changes under it.
+const KeyPutFile = "keeper-put-key"
 
 // OnionServiceFiles are the files that make the onion address: restoring
 // them restores the address.
@@ -143,5 +149,15 @@ func WriteOnionKey(dataDir string, k *instance.OnionKey) error {
 			return fmt.Errorf("tor: write the onion service's key: %w", err)
 		}
 	}
+	note := fmt.Sprintf("%s %d\n", k.Hostname, time.Now().UnixNano())
+	if err := instance.WriteFileAtomic(filepath.Join(dataDir, KeyPutFile), []byte(note), 0o600); err != nil {
+		return fmt.Errorf("tor: %w", err)
+	}
 	return nil
+}
+
+// KeyPut is what KeyPutFile says now ("" before any key was put).
+func KeyPut(dataDir string) string {
+	b, _ := os.ReadFile(filepath.Join(dataDir, KeyPutFile))
+	return string(b)
 }

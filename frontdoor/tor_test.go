@@ -59,10 +59,14 @@ func TestAWrittenKeyReadsBackAsTorWantsIt(t *testing.T) {
 			t.Errorf("%s mode %v, want 0600", f, fi.Mode().Perm())
 		}
 	}
-	// Another key replaces it whole.
+	// Another key replaces it whole, and says so to tor's launcher.
+	put := KeyPut(dir)
 	k2 := newKey(t)
 	if err := WriteOnionKey(dir, k2); err != nil {
 		t.Fatal(err)
+	}
+	if put == "" || KeyPut(dir) == put {
+		t.Errorf("KeyPutFile %q, then %q: each key put must change it", put, KeyPut(dir))
 	}
 	if got, _ := ReadOnionKey(dir); got == nil || got.Hostname != k2.Hostname {
 		t.Errorf("the second key did not replace the first: %+v", got)

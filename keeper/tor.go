@@ -3,7 +3,6 @@ package keeper
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -83,6 +82,9 @@ func (t *torRunner) run(ctx context.Context) error {
 		if err := os.WriteFile(torrc, []byte(frontdoor.Torrc(t.dir, addr)), 0o644); err != nil {
 			return fmt.Errorf("tor: %w", err)
 		}
+		// What the keeper put last, read before tor starts: a key put
+		// after this moment may be one tor did not read.
+		put := frontdoor.KeyPut(t.dir)
 		cmd := exec.Command(t.argv[0], append(append([]string{}, t.argv[1:]...), "-f", torrc)...)
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 		if err := cmd.Start(); err != nil {
@@ -91,7 +93,7 @@ func (t *torRunner) run(ctx context.Context) error {
 		t.log.Info("tor started; the onion service forwards to " + t.upstream + " (" + addr + ")")
 		done := make(chan error, 1)
 		go func() { done <- cmd.Wait() }()
-		restart, err := t.watch(ctx, cmd, done, host, port, &addr, torrc, t.keySum())
+		restart, err := t.watch(ctx, cmd, done, host, port, &addr, torrc, put)
 		if !restart {
 			return err
 		}
@@ -99,38 +101,23 @@ func (t *torRunner) run(ctx context.Context) error {
 }
 
 // watch waits for tor to exit or ctx to be done, reloading tor when the
-// proxy's address changes. restart says the onion key changed under tor,
-// which was stopped to start again with it.
-//
-// key is the key tor serves: the one there at its start or, while nil, the
-// one it makes in its first moments (looked for often, so that a key the
-// keeper puts there soon after is seen as a replacement).
-func (t *torRunner) watch(ctx context.Context, cmd *exec.Cmd, done chan error, host, port string, addr *string, torrc string, key []byte) (restart bool, err error) {
-	lastLookup := time.Now()
+// proxy's address changes. restart says the keeper put a key since put
+// (read before tor started): tor was stopped to start again with it.
+func (t *torRunner) watch(ctx context.Context, cmd *exec.Cmd, done chan error, host, port string, addr *string, torrc string, put string) (restart bool, err error) {
 	for {
-		wait := t.poll
-		if key == nil {
-			wait = min(wait, 200*time.Millisecond)
-		}
 		select {
 		case <-ctx.Done():
 			t.stop(cmd, done)
 			return false, nil
 		case err := <-done:
 			return false, fmt.Errorf("tor exited: %v", err)
-		case <-time.After(wait):
+		case <-time.After(t.poll):
 		}
-		if now := t.keySum(); key == nil {
-			key = now // tor made its key
-		} else if now != nil && !bytes.Equal(now, key) {
-			t.log.Info("the onion service's key was replaced (a restore brought the instance's own); restarting tor with it")
+		if frontdoor.KeyPut(t.dir) != put {
+			t.log.Info("the keeper put the instance's onion key into tor's volume (a restore brought it back); restarting tor with it")
 			t.stop(cmd, done)
 			return true, nil
 		}
-		if time.Since(lastLookup) < t.poll {
-			continue
-		}
-		lastLookup = time.Now()
 		ips, err := t.lookup(ctx, host)
 		if err != nil || len(ips) == 0 || slices.ContainsFunc(ips, func(ip string) bool { return net.JoinHostPort(ip, port) == *addr }) {
 			continue // unresolvable for a moment, or still there: keep it
@@ -174,17 +161,6 @@ func (t *torRunner) stop(cmd *exec.Cmd, done chan error) {
 		cmd.Process.Kill()
 		<-done
 	}
-}
-
-// keySum is a digest of the onion service's secret key, nil before tor
-// made one.
-func (t *torRunner) keySum() []byte {
-	b, err := os.ReadFile(filepath.Join(t.dir, frontdoor.OnionServiceDir, "hs_ed25519_secret_key"))
-	if err != nil {
-		return nil
-	}
-	s := sha256.Sum256(b)
-	return s[:]
 }
 
 // watchOnion keeps the onion service and the instance record in step until

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mastodon-on-balena/mastodon-balena/frontdoor"
 )
 
 // fakeTor stands in for tor's process: it reports each SIGHUP with the
@@ -34,8 +36,19 @@ func (l *lockedBuffer) String() string {
 }
 
 func runFakeTor(t *testing.T, lookup func(context.Context, string) ([]string, error)) (events func() string, dir string, logs *lockedBuffer, stop func()) {
+	return runFakeTorLooking(t, lookup, nil)
+}
+
+func runFakeTorWith(t *testing.T, before func(dir string)) (events func() string, dir string, logs *lockedBuffer, stop func()) {
+	return runFakeTorLooking(t, func(context.Context, string) ([]string, error) { return []string{"172.18.0.5"}, nil }, before)
+}
+
+func runFakeTorLooking(t *testing.T, lookup func(context.Context, string) ([]string, error), before func(dir string)) (events func() string, dir string, logs *lockedBuffer, stop func()) {
 	t.Helper()
 	dir = t.TempDir()
+	if before != nil {
+		before(dir)
+	}
 	logFile := filepath.Join(dir, "events")
 	t.Setenv("LOG", logFile)
 	t.Setenv("TMPDIR", dir)
@@ -90,17 +103,21 @@ func TestTorFollowsTheProxyToANewAddress(t *testing.T) {
 	}
 }
 
-// A key replaced under tor (a restore brought the instance's own) restarts
-// tor, which reads keys only at its start.
-func TestTorRestartsWithAReplacedKey(t *testing.T) {
-	events, dir, logs, stop := runFakeTor(t, func(context.Context, string) ([]string, error) { return []string{"172.18.0.5"}, nil })
+// A key the keeper puts under a running tor (a restore brought the
+// instance's own) restarts it, since tor reads its key only at its start;
+// one put before tor started does not.
+func TestTorRestartsWithAKeyPutUnderIt(t *testing.T) {
+	events, dir, logs, stop := runFakeTorWith(t, func(dir string) {
+		os.MkdirAll(filepath.Join(dir, "tor"), 0o700)
+		os.WriteFile(filepath.Join(dir, "tor", frontdoor.KeyPutFile), []byte("before tor started"), 0o600)
+	})
 	defer stop()
-	key := filepath.Join(dir, "tor", "onion_service", "hs_ed25519_secret_key")
-	os.MkdirAll(filepath.Dir(key), 0o700)
-	os.WriteFile(key, []byte("tor's own key"), 0o600) // what tor made at its start
 	eventually(t, "tor starts", func() bool { return strings.Count(events(), "start ") == 1 })
-	time.Sleep(500 * time.Millisecond) // the runner has seen tor's key
-	os.WriteFile(key, []byte("the restored key"), 0o600)
+	time.Sleep(100 * time.Millisecond)
+	if strings.Count(events(), "start ") != 1 {
+		t.Fatal("tor restarted for a key it had read")
+	}
+	os.WriteFile(filepath.Join(dir, "tor", frontdoor.KeyPutFile), []byte("a restore"), 0o600)
 	eventually(t, "tor starts again", func() bool { return strings.Count(events(), "start ") == 2 })
 	if !strings.Contains(logs.String(), "restarting tor with it") {
 		t.Errorf("the log does not say why tor restarts:\n%s", logs.String())
