@@ -566,10 +566,7 @@ func (b *Backup) backupFile(ctx context.Context, root *os.Root, p string, cache 
 		// Not stored, or stored at a wrong size (cut short or damaged):
 		// upload it (again) - once, however many files share it.
 		uploaded, err := stored.ensure(BlobKey(e.SHA256), encryptedSize(e.Size), func() error {
-			if e.Size > largeMedia {
-				stored.large.Lock()
-				defer stored.large.Unlock()
-			}
+			defer stored.hold(e.Size)()
 			return b.uploadFile(ctx, root, p, e)
 		})
 		if errors.Is(err, errChanged) {
