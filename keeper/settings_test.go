@@ -68,7 +68,7 @@ func TestBackupProblemsStopBackupsOnlyAndAllAreListedOnce(t *testing.T) {
 		t.Errorf("backup variables stop the keeper: %v", s.Err())
 	}
 	err := s.BackupErr()
-	for _, v := range []string{"BACKUP_KEEP_DAILY: ", "BACKUP_COMPRESSION: ", "BACKUP_PASSPHRASE: ", "BACKUP_MEDIA_CONCURRENCY: is \"0\"; it must be a whole number from 1 to 32 (example: BACKUP_MEDIA_CONCURRENCY=4)"} {
+	for _, v := range []string{"BACKUP_KEEP_DAILY: ", "BACKUP_COMPRESSION: ", "BACKUP_PASSPHRASE: ", "BACKUP_MEDIA_CONCURRENCY: is \"0\"; it must be a whole number from 1 to 32 (example: BACKUP_MEDIA_CONCURRENCY=8)"} {
 		if err == nil || !strings.Contains(err.Error(), v) {
 			t.Errorf("BackupErr lacks %s: %v", v, err)
 		}
