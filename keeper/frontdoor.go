@@ -52,8 +52,8 @@ p{margin:.25rem 0}
 // frontdoor volume (its directory absent) there is no page to write; a
 // page that cannot be written is logged, never a reason to stop.
 func (k *Keeper) say(step string) {
-	dir := k.frontdoorDir()
-	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+	p, ok := k.frontdoorFile(startingPage)
+	if !ok {
 		return
 	}
 	name := k.domain()
@@ -62,16 +62,21 @@ func (k *Keeper) say(step string) {
 	}
 	var b bytes.Buffer
 	startingTmpl.Execute(&b, struct{ Name, Step, Since string }{name, step, time.Now().UTC().Format("2006-01-02 15:04")})
-	err := instance.WriteFileAtomic(filepath.Join(dir, startingPage), b.Bytes(), 0o644)
+	err := instance.WriteFileAtomic(p, b.Bytes(), 0o644)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		k.logger("keeper").Warn("could not write the starting page: " + err.Error())
 	}
 }
 
-// frontdoorDir is where the frontdoor volume is mounted.
-func (k *Keeper) frontdoorDir() string {
-	if dir := k.S.Getenv(FrontdoorDirVar); dir != "" {
-		return dir
+// frontdoorFile is the path of file name in the frontdoor volume; ok is
+// false without the volume (its directory absent): nothing to write then.
+func (k *Keeper) frontdoorFile(name string) (path string, ok bool) {
+	dir := k.S.Getenv(FrontdoorDirVar)
+	if dir == "" {
+		dir = DefaultFrontdoorDir
 	}
-	return DefaultFrontdoorDir
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return "", false
+	}
+	return filepath.Join(dir, name), true
 }

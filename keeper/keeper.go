@@ -52,9 +52,7 @@ func (k *Keeper) Serve(ctx context.Context, stay bool) error {
 	for _, w := range k.S.Warnings {
 		log.Warn(w)
 	}
-	for _, p := range k.S.DoorProblems() {
-		log.Error(p.String()+"; until it is fixed the proxy serves plain HTTP on port 80 only", "variable", p.Var)
-	}
+	k.logDoorProblems(log)
 	if k.S.BackupsOn() && k.S.TargetDefault {
 		log.Warn("backups go to this device's own disk (" + DefaultTarget + "): they guard against mistakes, not against a dead SD card or disk. " +
 			"Set BACKUP_TARGET to a place off this device (example: BACKUP_TARGET=s3://my-bucket/mastodon)")

@@ -3,6 +3,7 @@ package keeper
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 
 	"github.com/mastodon-on-balena/mastodon-balena/frontdoor"
@@ -16,11 +17,9 @@ import (
 // nothing. It returns only on failure.
 func (k *Keeper) LaunchProxy(argv []string) error {
 	log := k.logger("proxy")
-	plan, ps, warnings := frontdoor.Load(k.S.Getenv)
-	for _, p := range ps {
-		log.Error(p.String()+"; until it is fixed the proxy serves plain HTTP on port 80 only", "variable", p.Var)
-	}
-	for _, w := range warnings {
+	plan, ps := k.S.Door, k.S.DoorProblems()
+	k.logDoorProblems(log)
+	for _, w := range k.S.doorWarnings {
 		log.Warn(w)
 	}
 	env := caddyEnv(k.S.Environ, plan.CaddyEnv())
@@ -43,6 +42,14 @@ func (k *Keeper) LaunchProxy(argv []string) error {
 		log.Info("serving plain HTTP on port 80; HTTPS ends before the device (balena's public device URL or your own tunnel)")
 	}
 	return launch.Exec(log, argv, env)
+}
+
+// logDoorProblems says each front-door problem and what the proxy does
+// until it is fixed.
+func (k *Keeper) logDoorProblems(log *slog.Logger) {
+	for _, p := range k.S.DoorProblems() {
+		log.Error(p.String()+"; until it is fixed the proxy serves plain HTTP on port 80 only", "variable", p.Var)
+	}
 }
 
 // caddyEnv is environ without empty values (an empty variable breaks the
@@ -79,8 +86,7 @@ func (k *Keeper) LaunchTunnel(ctx context.Context, argv []string) error {
 		<-ctx.Done()
 		return nil
 	}
-	_, ps, _ := frontdoor.Load(k.S.Getenv)
-	if ours := tunnelProblems(ps); len(ours) > 0 {
+	if ours := tunnelProblems(k.S.DoorProblems()); len(ours) > 0 {
 		for _, p := range ours {
 			log.Error(p.String(), "variable", p.Var)
 		}

@@ -73,6 +73,7 @@ type Settings struct {
 
 	core, backup, jobs, door problem.List
 	Warnings                 []string
+	doorWarnings             []string // also in Warnings
 }
 
 // Load reads the settings from getenv and the device (its memory, the
@@ -128,28 +129,24 @@ func Load(getenv func(string) string, environ []string) *Settings {
 		s.backup = append(s.backup, sealErr...)
 	}
 	s.Retention = snapshot.Retention{Daily: 7, Weekly: 4}
+	s.MediaConcurrency = snapshot.DefaultMediaConcurrency
 	for _, v := range []struct {
-		name string
-		dst  *int
-		def  int
-	}{{"BACKUP_KEEP_DAILY", &s.Retention.Daily, 7}, {"BACKUP_KEEP_WEEKLY", &s.Retention.Weekly, 4}} {
+		name     string
+		dst      *int
+		min, max int
+	}{
+		{"BACKUP_KEEP_DAILY", &s.Retention.Daily, 0, 1000},
+		{"BACKUP_KEEP_WEEKLY", &s.Retention.Weekly, 0, 1000},
+		{MediaConcurrencyVar, &s.MediaConcurrency, 1, 32},
+	} {
 		if raw := getenv(v.name); raw != "" {
 			n, err := strconv.Atoi(raw)
-			if err != nil || n < 0 || n > 1000 {
-				s.backup = append(s.backup, problem.Problem{Var: v.name, What: fmt.Sprintf("is %q; it must be a whole number from 0 to 1000", raw), Example: strconv.Itoa(v.def)})
+			if err != nil || n < v.min || n > v.max {
+				// The default, still in dst, is the example.
+				s.backup = append(s.backup, problem.Problem{Var: v.name, What: fmt.Sprintf("is %q; it must be a whole number from %d to %d", raw, v.min, v.max), Example: strconv.Itoa(*v.dst)})
 				continue
 			}
 			*v.dst = n
-		}
-	}
-	s.MediaConcurrency = snapshot.DefaultMediaConcurrency
-	if raw := getenv(MediaConcurrencyVar); raw != "" {
-		n, err := strconv.Atoi(raw)
-		if err != nil || n < 1 || n > 32 {
-			s.backup = append(s.backup, problem.Problem{Var: MediaConcurrencyVar, What: fmt.Sprintf("is %q; it must be a whole number from 1 to 32", raw),
-				Example: strconv.Itoa(snapshot.DefaultMediaConcurrency)})
-		} else {
-			s.MediaConcurrency = n
 		}
 	}
 	var compErr problem.List
@@ -157,9 +154,8 @@ func Load(getenv func(string) string, environ []string) *Settings {
 		s.backup = append(s.backup, compErr...)
 	}
 	s.jobs = append(jobs.CheckSchedules(getenv), jobs.CheckCleanup(getenv)...)
-	var doorWarnings []string
-	s.Door, s.door, doorWarnings = frontdoor.Load(getenv)
-	s.Warnings = append(s.Warnings, doorWarnings...)
+	s.Door, s.door, s.doorWarnings = frontdoor.Load(getenv)
+	s.Warnings = append(s.Warnings, s.doorWarnings...)
 	return s
 }
 

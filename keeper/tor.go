@@ -33,13 +33,12 @@ const onionHostFile = "onion-hostname"
 // It returns when ctx is done, or with an error when tor exits.
 func (k *Keeper) LaunchTor(ctx context.Context, argv []string) error {
 	log := k.logger("tor")
-	plan, ps, _ := frontdoor.Load(k.S.Getenv)
-	for _, p := range ps {
+	for _, p := range k.S.DoorProblems() {
 		if p.Var == frontdoor.TorVar {
 			log.Error(p.String(), "variable", p.Var)
 		}
 	}
-	if !plan.Tor {
+	if !k.S.Door.Tor {
 		log.Info("the Tor onion service is off; to reach this instance at a .onion address as well, set TOR_ENABLED=true")
 		<-ctx.Done()
 		return nil
@@ -190,8 +189,7 @@ func (k *Keeper) watchOnion(ctx context.Context) {
 // restore brings the address back; it tells the proxy the address and
 // restarts web when Mastodon must learn it (ALTERNATE_DOMAINS).
 func (k *Keeper) syncOnion(ctx context.Context, log *slog.Logger) error {
-	plan, _, _ := frontdoor.Load(k.S.Getenv)
-	if !plan.Tor {
+	if !k.S.Door.Tor {
 		k.writeOnionHost("")
 		return nil
 	}
@@ -257,11 +255,10 @@ func sameOnion(a, b *instance.OnionKey) bool {
 
 // writeOnionHost tells the proxy the onion address ("" removes it).
 func (k *Keeper) writeOnionHost(host string) {
-	dir := k.frontdoorDir()
-	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+	p, ok := k.frontdoorFile(onionHostFile)
+	if !ok {
 		return
 	}
-	p := filepath.Join(dir, onionHostFile)
 	if host == "" {
 		os.Remove(p)
 		return
