@@ -12,7 +12,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path"
 	"strconv"
 	"strings"
@@ -21,10 +20,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/klauspost/compress/zstd"
 
 	"github.com/mastodon-on-balena/mastodon-balena/config"
 	"github.com/mastodon-on-balena/mastodon-balena/instance"
+	"github.com/mastodon-on-balena/mastodon-balena/pgarchive"
 	"github.com/mastodon-on-balena/mastodon-balena/postgres"
 	"github.com/mastodon-on-balena/mastodon-balena/problem"
 	"github.com/mastodon-on-balena/mastodon-balena/snapshot"
@@ -55,7 +54,9 @@ type Restore struct {
 	MediaDir       string
 	// MediaConcurrency: media blobs downloaded at once (zero: the default).
 	MediaConcurrency int
-	Log              *slog.Logger
+	// Jobs: pg_restore jobs (zero: one per core, at most maxJobs).
+	Jobs int
+	Log  *slog.Logger
 	// Terminal, when set, gets a progress bar (a person at a terminal);
 	// the log gets plain progress lines either way.
 	Terminal io.Writer
@@ -79,10 +80,13 @@ const (
 
 // staged is a snapshot downloaded and checked, ready to apply.
 type staged struct {
-	m     *snapshot.Manifest
-	key   *snapshot.Key
-	rec   *instance.Record
-	dump  string // zstd-compressed pg_dump archive, in the state directory
+	m   *snapshot.Manifest
+	key *snapshot.Key
+	rec *instance.Record
+	// dump is the pg_dump archive in the state directory: uncompressed
+	// and indexed when index is set, zstd-compressed otherwise.
+	dump  string
+	index *pgarchive.Index
 	media []snapshot.MediaEntry
 }
 
@@ -267,31 +271,8 @@ func (r *Restore) stage(ctx context.Context, log *slog.Logger, rd *snapshot.Read
 			return st, fmt.Errorf("staging: %w", err)
 		}
 	}
-	// The dump, still zstd-compressed, checked and then read by pg_restore.
-	// pg_restore --list reads it as it arrives: the check costs no second
-	// pass over it.
-	st.dump = path.Join(stateStaging, "db.dump.zst")
-	dbObj, _ := m.Object(snapshot.DBDump)
-	pr, pw := io.Pipe()
-	listed := make(chan error, 1)
-	go func() {
-		// Two decoders: a quarter faster, for a few MiB more than a
-		// backup's verification may spend.
-		err := snapshot.ListDump(ctx, pr, 2)
-		pr.CloseWithError(errDumpUnreadable) // the download must not wait on a reader that is gone
-		listed <- err
-	}()
-	err = r.fetch(ctx, rd, m, snapshot.DBDump, state, st.dump, io.MultiWriter(r.progress(log, "database", dbObj.Size), pw))
-	pw.CloseWithError(err)
-	listErr := <-listed
-	if err != nil && !errors.Is(err, errDumpUnreadable) {
-		return st, staging(err, r.Dir.Path)
-	}
-	if errors.Is(listErr, snapshot.ErrPgRestoreTooOld) {
-		return st, &problem.Refused{Err: fmt.Errorf("backup %s was taken from PostgreSQL %s, newer than this device's PostgreSQL tools read: restore it onto a device running this project's current images. Nothing was changed (%v)", m.ID, m.PostgresVersion, listErr)}
-	}
-	if listErr != nil {
-		return st, fmt.Errorf("backup %s: the database dump: %w", m.ID, listErr)
+	if err := r.stageDump(ctx, log, rd, st, state); err != nil {
+		return st, err
 	}
 	// The instance record.
 	var buf bytes.Buffer
@@ -541,10 +522,10 @@ func (r *Restore) apply(ctx context.Context, log *slog.Logger, st *staged, local
 	}
 	start := time.Now()
 	log.Info("restoring the database with pg_restore: the longest step, minutes for a large instance on a Raspberry Pi")
-	if r.Terminal != nil {
+	if r.Terminal != nil && st.index == nil {
 		fmt.Fprintln(r.Terminal, "restoring the database (pg_restore); this is the longest step...")
 	}
-	if err := r.pgRestore(ctx, rec, st.dump); err != nil {
+	if err := r.pgRestore(ctx, log, rec, st); err != nil {
 		return err
 	}
 	log.Info("database restored", "took", time.Since(start).Round(time.Second).String())
@@ -592,37 +573,6 @@ func checkMajor(ctx context.Context, conn *pgx.Conn, m *snapshot.Manifest) error
 	}
 	if server := num / 10000; from > server {
 		return fmt.Errorf("backup %s was taken from PostgreSQL %s, and this device runs PostgreSQL %d, which is older: restore it onto a device with PostgreSQL %d or newer (this project's current images). The database was not touched", m.ID, m.PostgresVersion, server, from)
-	}
-	return nil
-}
-
-// pgRestore feeds the decompressed dump to pg_restore, creating every
-// object as Mastodon's role.
-func (r *Restore) pgRestore(ctx context.Context, rec *instance.Record, dump string) error {
-	state, media, err := r.roots()
-	if err != nil {
-		return err
-	}
-	media.Close()
-	f, err := state.Open(dump) // through the root: a symlink swapped in leads nowhere
-	state.Close()
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	zr, err := zstd.NewReader(f, zstd.WithDecoderConcurrency(2))
-	if err != nil {
-		return err
-	}
-	defer zr.Close()
-	srv := r.server(rec)
-	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, "pg_restore", "--no-owner", "--no-privileges", "--exit-on-error", "--no-password",
-		"--role", r.Cfg.DBUser, "--host", srv.Host, "--port", strconv.Itoa(srv.Port), "--username", srv.User, "--dbname", r.Cfg.DBName)
-	cmd.Env = append(os.Environ(), "PGPASSWORD="+srv.Password)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = zr, io.Discard, &stderr
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("pg_restore: %w: %s", err, strings.TrimSpace(stderr.String()))
 	}
 	return nil
 }
@@ -712,14 +662,16 @@ func copyFile(root *os.Root, src, dst string) error {
 
 // progress reports a download: a plain log line at most every 15 seconds,
 // and on a terminal a bar redrawn a few times a second.
-func (r *Restore) progress(log *slog.Logger, what string, total int64) io.Writer {
-	return &progressLog{log: log, term: r.Terminal, what: what, total: total, last: time.Now()}
+func (r *Restore) progress(log *slog.Logger, what string, total int64) *progressLog {
+	return &progressLog{log: log, term: r.Terminal, verb: "downloading", what: what, total: total, bytes: true, last: time.Now()}
 }
 
 type progressLog struct {
 	log      *slog.Logger
 	term     io.Writer
+	verb     string
 	what     string
+	bytes    bool // the units are bytes: the bar shows MiB
 	total    int64
 	done     int64
 	last     time.Time
@@ -735,13 +687,20 @@ func (p *progressLog) Write(b []byte) (int, error) {
 	}
 	if time.Since(p.last) >= 15*time.Second {
 		p.last = time.Now()
-		p.log.Info("downloading "+p.what, "bytes", p.done, "percent", fmt.Sprintf("%.0f", pct))
+		attrs := []any{"percent", fmt.Sprintf("%.0f", pct)}
+		if p.bytes {
+			attrs = append(attrs, "bytes", p.done)
+		}
+		p.log.Info(p.verb+" "+p.what, attrs...)
 	}
 	if p.term != nil && (time.Since(p.lastDraw) >= 200*time.Millisecond || p.done >= p.total) {
 		p.lastDraw = time.Now()
 		const width = 30
 		filled := int(pct / 100 * width)
-		fmt.Fprintf(p.term, "\r%-9s [%s%s] %3.0f%% %d MiB", p.what, strings.Repeat("#", filled), strings.Repeat(".", width-filled), pct, p.done>>20)
+		fmt.Fprintf(p.term, "\r%-9s [%s%s] %3.0f%%", p.what, strings.Repeat("#", filled), strings.Repeat(".", width-filled), pct)
+		if p.bytes {
+			fmt.Fprintf(p.term, " %d MiB", p.done>>20)
+		}
 		if p.done >= p.total && !p.ended {
 			p.ended = true
 			fmt.Fprintln(p.term)

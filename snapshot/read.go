@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"runtime/debug"
 	"sort"
@@ -372,7 +373,8 @@ func MarkVerified(ctx context.Context, s storage.Store, k *Key, m *Manifest, med
 var ErrPgRestoreTooOld = errors.New("this device's pg_restore is older than the pg_dump that made the backup")
 
 // ListDump decompresses the dump into `pg_restore --list`, which reads the
-// archive's table of contents and fails on a damaged archive.
+// table of contents, then reads the rest so that every byte is decrypted
+// and checked.
 func ListDump(ctx context.Context, r io.Reader, decoders int) error {
 	zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(decoders), zstd.WithDecoderLowmem(decoders == 1))
 	if err != nil {
@@ -392,6 +394,19 @@ func ListDump(ctx context.Context, r io.Reader, decoders int) error {
 	if drainErr != nil {
 		return drainErr
 	}
+	return listed(runErr, &stderr)
+}
+
+// ListDumpFile has `pg_restore --list` read an uncompressed dump in a file.
+func ListDumpFile(ctx context.Context, f *os.File) error {
+	cmd := exec.CommandContext(ctx, "pg_restore", "--list", "/dev/fd/3")
+	var stderr bytes.Buffer
+	cmd.ExtraFiles, cmd.Stdout, cmd.Stderr = []*os.File{f}, io.Discard, &stderr
+	return listed(cmd.Run(), &stderr)
+}
+
+// listed is pg_restore --list's verdict.
+func listed(runErr error, stderr *bytes.Buffer) error {
 	if runErr != nil {
 		msg := strings.TrimSpace(stderr.String())
 		if strings.Contains(msg, "unsupported version") {

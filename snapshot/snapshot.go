@@ -74,6 +74,9 @@ type Manifest struct {
 	// MediaBlobs are the plaintext SHA-256 sums (and blob names) of the
 	// local uploads this snapshot needs.
 	MediaBlobs []string `json:"media_blobs"`
+	// DumpBytes is the database dump's size uncompressed, which a restore
+	// needs free to stage it whole (0 in backups of before).
+	DumpBytes int64 `json:"dump_bytes,omitempty"`
 	MediaFiles int      `json:"media_files"`
 	MediaBytes int64    `json:"media_bytes"`
 

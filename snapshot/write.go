@@ -293,6 +293,18 @@ func objectSum(ctx context.Context, s storage.Store, key string) (string, error)
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
+// countingWriter counts what is written to w.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
 // hashingWriter counts and hashes what is written to w.
 type hashingWriter struct {
 	w io.Writer
@@ -402,11 +414,13 @@ func (b *Backup) dumpDatabase(ctx context.Context, m *Manifest) (string, error) 
 			"--host", pg.Host, "--port", strconv.Itoa(pg.Port), "--username", pg.User, "--dbname", b.Cfg.DBName)
 		// The password travels in the environment, never as an argument.
 		cmd.Env = append(os.Environ(), "PGPASSWORD="+pg.Password)
-		cmd.Stdout, cmd.Stderr = zw, &stderr
+		counted := &countingWriter{w: zw}
+		cmd.Stdout, cmd.Stderr = counted, &stderr
 		if err := cmd.Run(); err != nil {
 			zw.Close()
 			return fmt.Errorf("pg_dump: %w: %s", err, strings.TrimSpace(stderr.String()))
 		}
+		m.DumpBytes = counted.n
 		return zw.Close()
 	})
 	return version, err
