@@ -100,11 +100,16 @@ func (ix *Index) Entry(id int) (*Entry, bool) {
 	return &ix.Entries[i], true
 }
 
-// reader counts what the parser consumed, which read-ahead does not change.
+// reader counts what the parser consumed, which read-ahead does not change,
+// and copies it to out when set.
 type reader struct {
 	br  *bufio.Reader
 	pos int64
 	ix  *Index
+	out *bufio.Writer
+	// merged: the chunks of a table's data, collected up to its capacity
+	// (Rechunk); nil when reading only.
+	merged []byte
 }
 
 func (r *reader) fail(format string, a ...any) error {
@@ -117,6 +122,9 @@ func (r *reader) byte() (byte, error) {
 		return 0, r.eof(err)
 	}
 	r.pos++
+	if r.out != nil {
+		r.out.WriteByte(b)
+	}
 	return b, nil
 }
 
@@ -133,10 +141,21 @@ func (r *reader) full(p []byte) error {
 	if err != nil {
 		return r.eof(err)
 	}
+	if r.out != nil {
+		r.out.Write(p)
+	}
 	return nil
 }
 
 func (r *reader) skip(n int64) error {
+	if r.out != nil {
+		c, err := io.CopyN(r.out, r.br, n)
+		r.pos += c
+		if err != nil {
+			return r.eof(err)
+		}
+		return nil
+	}
 	for n > 0 {
 		c := int(min(n, 1<<30))
 		d, err := r.br.Discard(c)
@@ -361,6 +380,9 @@ func (r *reader) data() error {
 			return err
 		}
 		r.pos++
+		if r.out != nil {
+			r.out.WriteByte(t)
+		}
 		id, err := r.int()
 		if err != nil {
 			return err
@@ -369,10 +391,12 @@ func (r *reader) data() error {
 		if !ok || !e.HasData || e.DataOffset >= 0 {
 			return r.fail("a data block for dump ID %d, which has no data or has one already", id)
 		}
-		switch t {
-		case blockData:
+		switch {
+		case t == blockData && r.merged != nil:
+			err = r.mergeChunks()
+		case t == blockData:
 			err = r.chunks()
-		case blockLOs:
+		case t == blockLOs:
 			err = r.largeObjects()
 		default:
 			return r.fail("data block type %d", t)
@@ -381,6 +405,67 @@ func (r *reader) data() error {
 			return err
 		}
 		e.DataOffset, e.DataSize = start, r.pos-start
+	}
+}
+
+// mergeChunks copies a table's data with its chunks merged into chunks of
+// up to cap(r.merged) bytes.
+func (r *reader) mergeChunks() error {
+	out := r.out
+	r.out = nil // the chunks' lengths are written anew
+	defer func() { r.out = out }()
+	flush := func() error {
+		if len(r.merged) == 0 {
+			return nil
+		}
+		writeInt(out, r.ix.intSize, int64(len(r.merged)))
+		_, err := out.Write(r.merged) // the writer's first failure, if any
+		r.merged = r.merged[:0]
+		return err
+	}
+	for {
+		n, err := r.int()
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			if err := flush(); err != nil {
+				return err
+			}
+			writeInt(out, r.ix.intSize, 0)
+			return nil
+		}
+		if n < 0 {
+			return r.fail("a chunk of length %d", n)
+		}
+		for n > 0 {
+			if len(r.merged) == cap(r.merged) {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+			c := int(min(n, int64(cap(r.merged)-len(r.merged))))
+			at := len(r.merged)
+			r.merged = r.merged[:at+c]
+			if err := r.full(r.merged[at:]); err != nil {
+				return err
+			}
+			n -= int64(c)
+		}
+	}
+}
+
+// writeInt writes WriteInt's form.
+func writeInt(w *bufio.Writer, size int, v int64) {
+	if v < 0 {
+		w.WriteByte(1)
+		v = -v
+	} else {
+		w.WriteByte(0)
+	}
+	for range size {
+		w.WriteByte(byte(v))
+		v >>= 8
 	}
 }
 
@@ -415,6 +500,55 @@ func (r *reader) chunks() error {
 			return err
 		}
 	}
+}
+
+// Rechunk copies the archive in src to dst with the data of each table
+// in chunks of up to chunk bytes. pg_dump writes a chunk for every row,
+// each behind a 5-byte length: those lengths, scattered through the rows,
+// cost zstd about 2% in size on a Mastodon database, which pg_dump's own
+// compression does not pay. pg_restore reads chunks of any length - its
+// own decompression hands it data split anywhere - so the archive restores
+// the same rows. Large objects are copied as they are.
+//
+// An archive of a version this package does not know (ErrUnsupported) is
+// copied unchanged. It returns what it wrote.
+func Rechunk(dst io.Writer, src io.Reader, chunk int) (int64, error) {
+	cw := &countWriter{w: dst}
+	out := bufio.NewWriterSize(cw, 256<<10)
+	ix := &Index{byID: map[int]int{}}
+	r := &reader{br: bufio.NewReaderSize(src, 256<<10), ix: ix, out: out, merged: make([]byte, 0, chunk)}
+	err := r.header()
+	if errors.Is(err, ErrUnsupported) {
+		r.out = nil
+		if _, err := io.Copy(out, r.br); err != nil {
+			return cw.n, err
+		}
+		if err := out.Flush(); err != nil {
+			return cw.n, err
+		}
+		return cw.n, nil
+	}
+	if err == nil {
+		err = r.toc()
+	}
+	if err == nil {
+		err = r.data()
+	}
+	if ferr := out.Flush(); err == nil {
+		err = ferr
+	}
+	return cw.n, err
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // Patch writes each data block's offset into the table of contents of the

@@ -3,8 +3,11 @@ package pgarchive
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -108,7 +111,7 @@ func TestDamagedArchivesAreRefusedNotMisread(t *testing.T) {
 		return c
 	}
 	for name, b := range map[string][]byte{
-		"cut in a table's data":       pipe[:len(pipe)-40],
+		"cut in a table's data":        pipe[:len(pipe)-40],
 		"cut in the table of contents": pipe[:200],
 		"no magic":                     flip(0, 'X'),
 		"another format (tar)":         flip(10, 3),
@@ -122,5 +125,84 @@ func TestDamagedArchivesAreRefusedNotMisread(t *testing.T) {
 	}
 	if _, err := Read(bytes.NewReader(flip(6, 17))); !errors.Is(err, ErrUnsupported) {
 		t.Errorf("archive version 1.17: %v, want ErrUnsupported", err)
+	}
+}
+
+// pgRestoreSQL is the SQL pg_restore makes of an archive: what a restore
+// would execute, rows included.
+func pgRestoreSQL(t *testing.T, archive []byte) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "archive")
+	if err := os.WriteFile(f, archive, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var tried []string
+	for _, bin := range []string{"pg_restore", "../.cache/pg17client/bin/pg_restore"} {
+		out, err := exec.Command(bin, "--restrict-key", "pgarchivetest", "--file", "-", f).CombinedOutput()
+		if err == nil {
+			return string(out)
+		}
+		tried = append(tried, fmt.Sprintf("%s: %v: %s", bin, err, out))
+	}
+	t.Fatalf("no pg_restore here reads the archive (scripts/install-test-deps installs PostgreSQL 15's and 17's):\n%s", strings.Join(tried, "\n"))
+	return ""
+}
+
+func TestRechunkedArchivesRestoreTheSameRows(t *testing.T) {
+	for _, v := range fixtures {
+		t.Run(v, func(t *testing.T) {
+			pipe := read(t, "pipe"+v+".dump")
+			var out bytes.Buffer
+			n, err := Rechunk(&out, bytes.NewReader(pipe), 4096)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n != int64(out.Len()) {
+				t.Errorf("Rechunk says %d bytes, wrote %d", n, out.Len())
+			}
+			if strings.HasSuffix(v, "z0") || strings.HasSuffix(v, "none") {
+				// Uncompressed: a chunk per row before, 4 KiB chunks after.
+				if out.Len() >= len(pipe) {
+					t.Errorf("rechunked %d bytes, from %d", out.Len(), len(pipe))
+				}
+			}
+			ix, err := Read(bytes.NewReader(out.Bytes()))
+			if err != nil {
+				t.Fatalf("the rechunked archive does not read: %v", err)
+			}
+			if e := ix.Entries; len(e) == 0 {
+				t.Fatal("no entries")
+			}
+			if got, want := pgRestoreSQL(t, out.Bytes()), pgRestoreSQL(t, pipe); got != want {
+				t.Errorf("pg_restore makes other SQL of the rechunked archive (%d bytes, the original %d)", len(got), len(want))
+			}
+		})
+	}
+}
+
+func TestRechunkCopiesAnArchiveOfAnUnknownVersionUnchanged(t *testing.T) {
+	pipe := bytes.Clone(read(t, "pipe17-none.dump"))
+	pipe[6] = 17
+	var out bytes.Buffer
+	if _, err := Rechunk(&out, bytes.NewReader(pipe), 4096); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out.Bytes(), pipe) {
+		t.Error("an archive of version 1.17 was changed")
+	}
+}
+
+type failingWriter struct{ after int }
+
+func (f *failingWriter) Write(p []byte) (int, error) {
+	if f.after -= len(p); f.after < 0 {
+		return 0, errors.New("target gone")
+	}
+	return len(p), nil
+}
+
+func TestRechunkStopsWhenTheWriterFails(t *testing.T) {
+	if _, err := Rechunk(&failingWriter{after: 1000}, bytes.NewReader(read(t, "pipe15-z0.dump")), 512); err == nil || !strings.Contains(err.Error(), "target gone") {
+		t.Errorf("got %v", err)
 	}
 }
