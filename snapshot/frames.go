@@ -50,8 +50,10 @@ type frame struct {
 }
 
 func newFrameWriter(w io.Writer, level zstd.EncoderLevel) (*frameWriter, error) {
+	// No frame checksums: age authenticates every byte, and the
+	// manifest holds the object's SHA-256. They cost 1.5% of the time.
 	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(frameWorkers),
-		zstd.WithWindowSize(frameSize))
+		zstd.WithWindowSize(frameSize), zstd.WithEncoderCRC(false))
 	if err != nil {
 		return nil, err
 	}

@@ -76,9 +76,9 @@ type Manifest struct {
 	MediaBlobs []string `json:"media_blobs"`
 	// DumpBytes is the database dump's size uncompressed, which a restore
 	// needs free to stage it whole (0 in backups of before).
-	DumpBytes int64 `json:"dump_bytes,omitempty"`
-	MediaFiles int      `json:"media_files"`
-	MediaBytes int64    `json:"media_bytes"`
+	DumpBytes  int64 `json:"dump_bytes,omitempty"`
+	MediaFiles int   `json:"media_files"`
+	MediaBytes int64 `json:"media_bytes"`
 
 	// Authenticated is false for a format 1 manifest, which anyone who can
 	// write to the target could have written.

@@ -26,6 +26,7 @@ import (
 
 	"github.com/mastodon-on-balena/mastodon-balena/config"
 	"github.com/mastodon-on-balena/mastodon-balena/instance"
+	"github.com/mastodon-on-balena/mastodon-balena/pgarchive"
 	"github.com/mastodon-on-balena/mastodon-balena/postgres"
 	"github.com/mastodon-on-balena/mastodon-balena/problem"
 	"github.com/mastodon-on-balena/mastodon-balena/storage"
@@ -293,18 +294,6 @@ func objectSum(ctx context.Context, s storage.Store, key string) (string, error)
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// countingWriter counts what is written to w.
-type countingWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
-}
-
 // hashingWriter counts and hashes what is written to w.
 type hashingWriter struct {
 	w io.Writer
@@ -380,8 +369,14 @@ func (b *Backup) putEncrypted(ctx context.Context, m *Manifest, name string, r i
 	})
 }
 
-// dumpDatabase streams pg_dump's custom format, uncompressed by pg_dump,
-// through zstd into the store. It returns the server's version.
+// rechunkSize is the length of the chunks a table's rows are stored in
+// (pgarchive.Rechunk): big enough that their lengths cost nothing, small
+// enough that pg_restore's buffer for one stays small.
+const rechunkSize = 256 << 10
+
+// dumpDatabase streams pg_dump's custom format, uncompressed by pg_dump and
+// its rows in large chunks, through zstd into the store. It returns the
+// server's version.
 func (b *Backup) dumpDatabase(ctx context.Context, m *Manifest) (string, error) {
 	pg := postgres.Server{Host: b.Cfg.DBHost, Port: b.Cfg.DBPort, User: b.Cfg.PostgresUser, Password: b.Rec.Secrets[instance.PostgresPassword]}
 	c, err := pg.Connect(ctx, b.Cfg.DBName)
@@ -414,13 +409,27 @@ func (b *Backup) dumpDatabase(ctx context.Context, m *Manifest) (string, error) 
 			"--host", pg.Host, "--port", strconv.Itoa(pg.Port), "--username", pg.User, "--dbname", b.Cfg.DBName)
 		// The password travels in the environment, never as an argument.
 		cmd.Env = append(os.Environ(), "PGPASSWORD="+pg.Password)
-		counted := &countingWriter{w: zw}
-		cmd.Stdout, cmd.Stderr = counted, &stderr
-		if err := cmd.Run(); err != nil {
-			zw.Close()
-			return fmt.Errorf("pg_dump: %w: %s", err, strings.TrimSpace(stderr.String()))
+		cmd.Stderr = &stderr
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			return err
 		}
-		m.DumpBytes = counted.n
+		if err := cmd.Start(); err != nil {
+			return fmt.Errorf("pg_dump: %w", err)
+		}
+		n, err := pgarchive.Rechunk(zw, stdout, rechunkSize)
+		if err != nil {
+			cmd.Process.Kill() // the target failed: pg_dump need not go on
+		}
+		if werr := cmd.Wait(); werr != nil {
+			zw.Close()
+			return fmt.Errorf("pg_dump: %w: %s", werr, strings.TrimSpace(stderr.String()))
+		}
+		if err != nil {
+			zw.Close()
+			return fmt.Errorf("pg_dump's output: %w", err)
+		}
+		m.DumpBytes = n
 		return zw.Close()
 	})
 	return version, err
