@@ -194,8 +194,8 @@ type backupDevice struct {
 	env   []string
 }
 
-func newBackupDevice(t *testing.T, target backupTarget) *backupDevice {
-	s := newStack(t)
+func newBackupDevice(t *testing.T, target backupTarget, stackEnv ...string) *backupDevice {
+	s := newStack(t, stackEnv...)
 	s.provision()
 	media := filepath.Join(s.base, "system")
 	for path, size := range map[string]int{

@@ -358,31 +358,96 @@ func TestARestoreKilledMidwayIsFinishedByTheNext(t *testing.T) {
 	}
 }
 
+// pg17Path is a PATH with PostgreSQL 17 - the images' major - first: its
+// server and its client tools (pg_dump, pg_restore), as in the images.
+func pg17Path(t *testing.T) string {
+	t.Helper()
+	server := filepath.Join(stackCacheDir(t), "pg17", "package", "native", "bin")
+	client := filepath.Join(stackCacheDir(t), "pg17client", "bin")
+	for _, p := range []string{filepath.Join(server, "postgres"), filepath.Join(client, "pg_restore")} {
+		if _, err := os.Stat(p); err != nil {
+			stackMissing(t, "PostgreSQL 17's %s (scripts/install-test-deps installs it)", p)
+		}
+	}
+	return "PATH=" + server + ":" + client + ":" + standinDir + ":" + os.Getenv("PATH")
+}
+
+func serverMajor(t *testing.T, d *backupDevice) int {
+	t.Helper()
+	var version int
+	d.db("mastodon_production").QueryRow(context.Background(), "SELECT current_setting('server_version_num')::int").Scan(&version)
+	return version / 10000
+}
+
 // The keeper's images move to new PostgreSQL majors; a logical dump
-// crosses them. This machine's PostgreSQL 15 backs up, a 17 server (the
-// images' major) takes the restore.
+// crosses them. This machine's PostgreSQL 15 backs up, a 17 server with
+// 17's pg_restore (the images' major) takes the restore.
 func TestRestoreOntoANewerPostgreSQLMajor(t *testing.T) {
 	t.Parallel()
-	pg17 := filepath.Join(stackCacheDir(t), "pg17", "package", "native", "bin")
-	if _, err := os.Stat(filepath.Join(pg17, "postgres")); err != nil {
-		stackMissing(t, "a PostgreSQL 17 server in %s (scripts/install-test-deps installs it)", pg17)
-	}
+	pg17 := pg17Path(t)
 	old, want := backedUpWith(t, `INSERT INTO statuses (account_id, text) SELECT 1, 'toot ' || g FROM generate_series(1, 2000) g`)
 
-	nu := newDevice(t, old, "PATH="+pg17+":"+standinDir+":"+os.Getenv("PATH"))
+	nu := newDevice(t, old, pg17)
 	if r := nu.keeper(nu.env, "restore"); r.code != 0 {
 		t.Fatalf("restore onto PostgreSQL 17 exited %d:\n%s", r.code, r.out)
 	}
 	// (Without the backup before migrating: this machine's pg_dump 15
 	// cannot dump a 17 server; the keeper's image carries pg_dump 17.)
 	nu.provision(append(nu.env, unset("BACKUP_PASSPHRASE"))...)
-	var version int
-	nu.db("mastodon_production").QueryRow(context.Background(), "SELECT current_setting('server_version_num')::int").Scan(&version)
-	if version/10000 != 17 {
-		t.Fatalf("the new device runs PostgreSQL %d, want 17", version)
+	if v := serverMajor(t, nu); v != 17 {
+		t.Fatalf("the new device runs PostgreSQL %d, want 17", v)
 	}
 	got := nu.fingerprint(t)
 	assertSameData(t, want, got)
+}
+
+// On the images' PostgreSQL 17, server and tools, a backup restores with
+// one pg_restore job per core, each seeking to its table in the staged
+// dump, and the data is the same.
+func TestARestoreWithSeveralJobsOnPostgreSQL17(t *testing.T) {
+	t.Parallel()
+	if runtime.NumCPU() < 2 {
+		t.Fatalf("this test needs 2 cores to see several pg_restore jobs; this machine has %d", runtime.NumCPU())
+	}
+	pg17 := pg17Path(t)
+	old := newBackupDevice(t, backupTarget{"file", fileTarget}, pg17)
+	if v := serverMajor(t, old); v != 17 {
+		t.Fatalf("the old device runs PostgreSQL %d, want 17", v)
+	}
+	ctx := context.Background()
+	c := old.db("mastodon_production")
+	for _, q := range []string{
+		`INSERT INTO statuses (account_id, text) SELECT 1, 'toot ' || g || repeat(' ünïcode', g % 40) FROM generate_series(1, 30000) g`,
+		`CREATE INDEX index_statuses_text ON statuses (text)`,
+		`CREATE TABLE standin_extra (id bigint PRIMARY KEY, note text)`,
+		`INSERT INTO standin_extra SELECT g, md5(g::text) FROM generate_series(1, 20000) g`,
+		`DELETE FROM statuses WHERE id % 11 = 0`,
+	} {
+		if _, err := c.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := old.fingerprint(t)
+	id := old.backup(t)
+	if m := old.manifest(t, id); !strings.HasPrefix(fmt.Sprint(m["postgres_version"]), "17") || m["dump_bytes"] == nil {
+		t.Errorf("the manifest says PostgreSQL %v, dump bytes %v", m["postgres_version"], m["dump_bytes"])
+	}
+
+	nu := newDevice(t, old, pg17)
+	r := nu.keeper(nu.env, "restore")
+	if r.code != 0 {
+		t.Fatalf("restore exited %d:\n%s", r.code, r.out)
+	}
+	if want := fmt.Sprintf("jobs=%d", min(runtime.NumCPU(), 8)); !strings.Contains(r.out, want) {
+		t.Errorf("pg_restore did not run with %s:\n%s", want, r.out)
+	}
+	nu.provision(append(nu.env, unset("BACKUP_PASSPHRASE"))...)
+	assertSameData(t, want, nu.fingerprint(t))
+	var indexes int
+	nu.db("mastodon_production").QueryRow(ctx, "SELECT count(*) FROM pg_indexes WHERE indexname = 'index_statuses_text'").Scan(&indexes)
+	if indexes != 1 {
+		t.Error("the index built by a parallel job is missing")
+	}
 }
 
 // A dump from a newer major may use what an older server lacks: the
