@@ -124,7 +124,7 @@ func (k *Keeper) restore(ctx context.Context, log *slog.Logger, o RestoreOptions
 	}
 	k.say("Restoring this server from a backup.")
 	r := &restore.Restore{Cfg: k.S.Config, Getenv: k.S.Getenv, Dir: k.S.Dir, Store: store, Sealer: k.S.Sealer,
-		BackupID: id, Force: o.Force, TrustOldFormat: o.TrustOldFormat, Device: device, MediaDir: k.S.MediaDir, MediaConcurrency: k.S.MediaConcurrency, Log: log, Terminal: k.Terminal}
+		BackupID: id, Force: o.Force, TrustOldFormat: o.TrustOldFormat, Device: device, MediaDir: k.S.MediaDir, MediaConcurrency: k.S.MediaConcurrency, Jobs: k.S.RestoreJobs, Log: log, Terminal: k.Terminal}
 	if o.Force && !o.NoSafetyBackup && k.S.BackupsOn() && k.holdsInstance() {
 		r.BeforeApply = func(ctx context.Context) error { return k.safetyBackup(ctx, log) }
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/mastodon-on-balena/mastodon-balena/instance"
 	"github.com/mastodon-on-balena/mastodon-balena/jobs"
 	"github.com/mastodon-on-balena/mastodon-balena/problem"
+	"github.com/mastodon-on-balena/mastodon-balena/restore"
 	"github.com/mastodon-on-balena/mastodon-balena/sizing"
 	"github.com/mastodon-on-balena/mastodon-balena/snapshot"
 	"github.com/mastodon-on-balena/mastodon-balena/storage"
@@ -33,6 +34,8 @@ const (
 	// MediaConcurrencyVar: how many media files are uploaded or
 	// downloaded at once.
 	MediaConcurrencyVar = "BACKUP_MEDIA_CONCURRENCY"
+	// RestoreJobsVar: how many pg_restore jobs a restore runs.
+	RestoreJobsVar = "RESTORE_JOBS"
 
 	// DefaultTarget is a directory in the keeper's own volume: on the same
 	// disk as the instance, so it guards against mistakes, not against a
@@ -67,6 +70,8 @@ type Settings struct {
 	Compression   zstd.EncoderLevel
 	// MediaConcurrency: media files uploaded and downloaded at once.
 	MediaConcurrency int
+	// RestoreJobs: pg_restore jobs of a restore.
+	RestoreJobs int
 	// Door is how people reach the instance: the proxy's mode, the tunnel
 	// and the onion service. Its problems stop only the proxy's mode.
 	Door frontdoor.Plan
@@ -130,6 +135,7 @@ func Load(getenv func(string) string, environ []string) *Settings {
 	}
 	s.Retention = snapshot.Retention{Daily: 7, Weekly: 4}
 	s.MediaConcurrency = snapshot.DefaultMediaConcurrency
+	s.RestoreJobs = restore.DefaultJobs()
 	for _, v := range []struct {
 		name     string
 		dst      *int
@@ -138,6 +144,7 @@ func Load(getenv func(string) string, environ []string) *Settings {
 		{"BACKUP_KEEP_DAILY", &s.Retention.Daily, 0, 1000},
 		{"BACKUP_KEEP_WEEKLY", &s.Retention.Weekly, 0, 1000},
 		{MediaConcurrencyVar, &s.MediaConcurrency, 1, 32},
+		{RestoreJobsVar, &s.RestoreJobs, 1, 32},
 	} {
 		if raw := getenv(v.name); raw != "" {
 			n, err := strconv.Atoi(raw)

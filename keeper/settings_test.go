@@ -62,19 +62,20 @@ func TestRestoreFromOnAProvisionedDeviceIsAWarningThatNamesTheCommand(t *testing
 func TestBackupProblemsStopBackupsOnlyAndAllAreListedOnce(t *testing.T) {
 	vars := map[string]string{"MASTOKEEPER_STATE_DIR": t.TempDir(), "LOCAL_DOMAIN": "social.example.org",
 		"BACKUP_KEEP_DAILY": "-1", "BACKUP_COMPRESSION": "fastest", "BACKUP_PASSPHRASE": "short", "BACKUP_SCHEDULE": "whenever",
-		"BACKUP_MEDIA_CONCURRENCY": "0"}
+		"BACKUP_MEDIA_CONCURRENCY": "0", "RESTORE_JOBS": "many"}
 	s := Load(env(vars), nil)
 	if s.Err() != nil {
 		t.Errorf("backup variables stop the keeper: %v", s.Err())
 	}
 	err := s.BackupErr()
-	for _, v := range []string{"BACKUP_KEEP_DAILY: ", "BACKUP_COMPRESSION: ", "BACKUP_PASSPHRASE: ", "BACKUP_MEDIA_CONCURRENCY: is \"0\"; it must be a whole number from 1 to 32 (example: BACKUP_MEDIA_CONCURRENCY=8)"} {
+	for _, v := range []string{"BACKUP_KEEP_DAILY: ", "BACKUP_COMPRESSION: ", "BACKUP_PASSPHRASE: ", "BACKUP_MEDIA_CONCURRENCY: is \"0\"; it must be a whole number from 1 to 32 (example: BACKUP_MEDIA_CONCURRENCY=8)",
+		"RESTORE_JOBS: is \"many\"; it must be a whole number from 1 to 32 (example: RESTORE_JOBS="} {
 		if err == nil || !strings.Contains(err.Error(), v) {
 			t.Errorf("BackupErr lacks %s: %v", v, err)
 		}
 	}
 	all := s.Problems()
-	if len(all) != 5 || all[4].Var != "BACKUP_SCHEDULE" {
+	if len(all) != 6 || all[5].Var != "BACKUP_SCHEDULE" {
 		t.Errorf("Problems: %v", all)
 	}
 	if strings.Contains(all.Error(), "short") {

@@ -43,12 +43,14 @@ const maxJobs = 8
 // does not record it: zstd makes a Mastodon dump 3 to 4 times smaller.
 const oldRatio = 6
 
-// jobs is how many pg_restore jobs this device runs.
+// DefaultJobs is how many pg_restore jobs this device runs by default.
+func DefaultJobs() int { return min(max(runtime.NumCPU(), 1), maxJobs) }
+
 func (r *Restore) jobs() int {
 	if r.Jobs > 0 {
 		return r.Jobs
 	}
-	return min(max(runtime.NumCPU(), 1), maxJobs)
+	return DefaultJobs()
 }
 
 // stageDump downloads the dump into the state staging area: decompressed,
@@ -188,9 +190,12 @@ func (r *Restore) pgRestore(ctx context.Context, log *slog.Logger, rec *instance
 		return err
 	}
 	defer f.Close()
+	jobs := 1
 	if st.index != nil {
-		jobs := r.jobs()
-		log.Info("restoring the database with pg_restore", "jobs", jobs)
+		jobs = r.jobs()
+	}
+	log.Info("restoring the database with pg_restore: the longest step, minutes for a large instance on a Raspberry Pi", "jobs", jobs)
+	if st.index != nil {
 		bar := r.progress(log, "database", 0)
 		bar.verb, bar.bytes = "restoring", false
 		out.progress = newRestoreProgress(st.index, bar)

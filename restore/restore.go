@@ -54,7 +54,7 @@ type Restore struct {
 	MediaDir       string
 	// MediaConcurrency: media blobs downloaded at once (zero: the default).
 	MediaConcurrency int
-	// Jobs: pg_restore jobs (zero: one per core, at most maxJobs).
+	// Jobs: pg_restore jobs (zero: DefaultJobs).
 	Jobs int
 	Log  *slog.Logger
 	// Terminal, when set, gets a progress bar (a person at a terminal);
@@ -521,8 +521,7 @@ func (r *Restore) apply(ctx context.Context, log *slog.Logger, st *staged, local
 		return err
 	}
 	start := time.Now()
-	log.Info("restoring the database with pg_restore: the longest step, minutes for a large instance on a Raspberry Pi")
-	if r.Terminal != nil && st.index == nil {
+	if r.Terminal != nil {
 		fmt.Fprintln(r.Terminal, "restoring the database (pg_restore); this is the longest step...")
 	}
 	if err := r.pgRestore(ctx, log, rec, st); err != nil {

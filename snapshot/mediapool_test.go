@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -178,23 +179,62 @@ func BenchmarkMediaConcurrencyS3(b *testing.B) {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
 			for b.Loop() {
 				b.StopTimer()
-				bk, media := newMediaBackup(b)
-				st, err := s3.New(s3.Config{Bucket: gw.Bucket, Prefix: fmt.Sprintf("bench-%d-%d", n, time.Now().UnixNano()), Endpoint: gw.Endpoint,
-					Region: gw.Region, AccessKeyID: gw.AccessKey, SecretAccessKey: gw.SecretKey, PathStyle: s3.PathStyleTrue,
-					Transport: latencyTransport{http.DefaultTransport, 20 * time.Millisecond}})
-				if err != nil {
-					b.Fatal(err)
-				}
-				bk.Store, bk.MediaConcurrency = st, n
-				for i := range 500 {
-					write(b, filepath.Join(media, fmt.Sprintf("accounts/%03d/a.png", i)), []byte(strings.Repeat(fmt.Sprint(i), 4000)))
-				}
+				bk := newS3MediaBackup(b, gw, n, 500)
 				b.StartTimer()
 				if err := bk.backupMedia(context.Background(), bk.Log, &Result{Manifest: &Manifest{ID: NewID(base)}}); err != nil {
 					b.Fatal(err)
 				}
 			}
 		})
+	}
+}
+
+// newS3MediaBackup is a media backup of `files` new small files to versitygw
+// through a transport that makes each request 20 ms late.
+func newS3MediaBackup(b *testing.B, gw *storagetest.VersityGW, concurrency, files int) *Backup {
+	bk, media := newMediaBackup(b)
+	st, err := s3.New(s3.Config{Bucket: gw.Bucket, Prefix: fmt.Sprintf("bench-%d-%d", concurrency, time.Now().UnixNano()), Endpoint: gw.Endpoint,
+		Region: gw.Region, AccessKeyID: gw.AccessKey, SecretAccessKey: gw.SecretKey, PathStyle: s3.PathStyleTrue,
+		Transport: latencyTransport{http.DefaultTransport, 20 * time.Millisecond}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	bk.Store, bk.MediaConcurrency = st, concurrency
+	for i := range files {
+		write(b, filepath.Join(media, fmt.Sprintf("accounts/%03d/%d.png", i%1000, i)), []byte(strings.Repeat(fmt.Sprint(i), 4000)))
+	}
+	return bk
+}
+
+// Issue 10's media target: the media backup of many small files (20,000,
+// or MASTOKEEPER_BENCH_MEDIA_FILES) to versitygw 20 ms away, at the default
+// concurrency, as a share of the time one request at a time takes. It
+// prints the figure (x_one_at_a_time); the target is <= 0.25.
+//
+//	go test ./snapshot -run '^$' -bench MediaTarget -benchtime 1x -timeout 30m
+func BenchmarkMediaTarget(b *testing.B) {
+	files := 20_000
+	if v := os.Getenv("MASTOKEEPER_BENCH_MEDIA_FILES"); v != "" {
+		if _, err := fmt.Sscan(v, &files); err != nil || files < 1 {
+			b.Fatalf("MASTOKEEPER_BENCH_MEDIA_FILES=%q: want a number of files, such as 2000", v)
+		}
+	}
+	gw := storagetest.StartVersityGW(b)
+	timed := func(concurrency int) time.Duration {
+		bk := newS3MediaBackup(b, gw, concurrency, files)
+		start := time.Now()
+		if err := bk.backupMedia(context.Background(), bk.Log, &Result{Manifest: &Manifest{ID: NewID(base)}}); err != nil {
+			b.Fatal(err)
+		}
+		return time.Since(start)
+	}
+	for b.Loop() {
+		one := timed(1)
+		def := timed(DefaultMediaConcurrency)
+		b.ReportMetric(one.Seconds(), "s_one_at_a_time")
+		b.ReportMetric(def.Seconds(), "s_default")
+		b.ReportMetric(def.Seconds()/one.Seconds(), "x_one_at_a_time")
+		b.ReportMetric(float64(files), "files")
 	}
 }
 
