@@ -128,7 +128,7 @@ func (r *Restore) stageDump(ctx context.Context, log *slog.Logger, rd *snapshot.
 // stageCompressed stages the dump as stored, decrypted but compressed,
 // while pg_restore --list reads it as it arrives.
 func (r *Restore) stageCompressed(ctx context.Context, rd *snapshot.Reader, st *staged, state *os.Root, progress io.Writer) error {
-	st.dump = path.Join(stateStaging, "db.dump.zst")
+	st.dump, st.compressed = path.Join(stateStaging, "db.dump.zst"), true
 	pr, pw := io.Pipe()
 	listed := make(chan error, 1)
 	go func() {
@@ -168,8 +168,9 @@ func freeBytes(dir string) (int64, error) {
 }
 
 // pgRestore restores the staged dump, creating every object as Mastodon's
-// role: with several jobs from the indexed dump, or with one reading the
-// compressed dump as a stream.
+// role: with several jobs from the indexed dump, with one from a dump that
+// could not be indexed, or with one reading the compressed dump as a
+// stream.
 func (r *Restore) pgRestore(ctx context.Context, log *slog.Logger, rec *instance.Record, st *staged) error {
 	srv := r.server(rec)
 	args := []string{"--no-owner", "--no-privileges", "--exit-on-error", "--no-password",
@@ -195,15 +196,8 @@ func (r *Restore) pgRestore(ctx context.Context, log *slog.Logger, rec *instance
 		jobs = r.jobs()
 	}
 	log.Info("restoring the database with pg_restore: the longest step, minutes for a large instance on a Raspberry Pi", "jobs", jobs)
-	if st.index != nil {
-		bar := r.progress(log, "database", 0)
-		bar.verb, bar.bytes = "restoring", false
-		out.progress = newRestoreProgress(st.index, bar)
-		// The file by its descriptor: pg_restore's jobs open it by name,
-		// and /dev/fd/N names this open file, not whatever the path holds.
-		cmd.ExtraFiles = []*os.File{f}
-		cmd.Args = append(cmd.Args, append(args, "--jobs", strconv.Itoa(jobs), "--verbose", "/dev/fd/3")...)
-	} else {
+	switch {
+	case st.compressed:
 		zr, err := zstd.NewReader(f, zstd.WithDecoderConcurrency(2))
 		if err != nil {
 			return err
@@ -211,6 +205,17 @@ func (r *Restore) pgRestore(ctx context.Context, log *slog.Logger, rec *instance
 		defer zr.Close()
 		cmd.Args = append(cmd.Args, args...)
 		cmd.Stdin = zr
+	default:
+		if st.index != nil {
+			bar := r.progress(log, "database", 0)
+			bar.verb, bar.bytes = "restoring", false
+			out.progress = newRestoreProgress(st.index, bar)
+			args = append(args, "--verbose")
+		}
+		// The file by its descriptor: pg_restore's jobs open it by name,
+		// and /dev/fd/N names this open file, not whatever the path holds.
+		cmd.ExtraFiles = []*os.File{f}
+		cmd.Args = append(cmd.Args, append(args, "--jobs", strconv.Itoa(jobs), "/dev/fd/3")...)
 	}
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("pg_restore: %w: %s", err, out.errors())

@@ -83,11 +83,12 @@ type staged struct {
 	m   *snapshot.Manifest
 	key *snapshot.Key
 	rec *instance.Record
-	// dump is the pg_dump archive in the state directory: uncompressed
-	// and indexed when index is set, zstd-compressed otherwise.
-	dump  string
-	index *pgarchive.Index
-	media []snapshot.MediaEntry
+	// dump is the pg_dump archive in the state directory, uncompressed
+	// (indexed when index is set) or zstd-compressed.
+	dump       string
+	compressed bool
+	index      *pgarchive.Index
+	media      []snapshot.MediaEntry
 }
 
 // Run restores and returns the restored snapshot's manifest.
