@@ -4,14 +4,15 @@
 // pg_dump writing to a pipe, as every backup does, cannot go back to put
 // the data offsets into the table of contents, and pg_restore -j then has
 // every worker scan the archive from the start for its table - no faster
-// than one job. Index follows an archive as it is copied to a file and
+// than one job. Read follows an archive as it is copied to a file and
 // Patch writes the offsets in afterwards: the file becomes the one pg_dump
-// would have written to a seekable file, byte for byte.
+// would have written to a seekable file, byte for byte. Rechunk copies an
+// archive with each table's rows in large chunks, which compress better.
 //
 // The layout is pg_dump's own (src/bin/pg_dump/pg_backup_archiver.c and
 // pg_backup_custom.c: WriteHead, WriteToc, _StartData, _StartLOs), archive
-// versions 1.10 to 1.16 (pg_dump 9.0 to 18). A newer version is refused
-// with ErrUnsupported: the archive is still good, only not indexable here.
+// versions 1.12 to 1.16 (pg_dump 9.0 to 18). Another version is refused
+// with ErrUnsupported: the archive may be good, only not readable here.
 package pgarchive
 
 import (
@@ -45,7 +46,7 @@ const (
 )
 
 const (
-	minVersion = 1<<16 | 10<<8 // 1.10: the oldest with every field read below unconditionally
+	minVersion = 1<<16 | 12<<8 // 1.12 (pg_dump 9.0): every field read below without a version test is there
 	maxVersion = 1<<16 | 16<<8 | 255
 )
 
@@ -189,6 +190,8 @@ func (r *reader) int() (int64, error) {
 	return int64(v), nil
 }
 
+const maxEntries = 1 << 20
+
 // maxKept bounds a string kept in memory (a tag, a type, a dependency):
 // strings skipped (definitions) may be long.
 const maxKept = 1 << 20
@@ -287,8 +290,10 @@ func (r *reader) toc() error {
 	if err != nil {
 		return err
 	}
-	if n < 0 || n > 1<<26 {
-		return r.fail("%d table of contents entries", n)
+	// A Mastodon database has a few thousand entries; the bound keeps a
+	// damaged count from taking the memory.
+	if n < 0 || n > maxEntries {
+		return r.fail("%d table of contents entries (at most %d are read)", n, maxEntries)
 	}
 	ix := r.ix
 	ix.Entries = make([]Entry, 0, min(n, 1<<16))
