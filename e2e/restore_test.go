@@ -441,8 +441,8 @@ func TestARestoreWithSeveralJobsOnPostgreSQL17(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("restore exited %d:\n%s", r.code, r.out)
 	}
-	if want := fmt.Sprintf("jobs=%d", min(runtime.NumCPU(), 8)); !strings.Contains(r.out, want) {
-		t.Errorf("pg_restore did not run with %s:\n%s", want, r.out)
+	if jobs := fmt.Sprintf("jobs=%d", min(runtime.NumCPU(), 8)); !strings.Contains(r.out, jobs) {
+		t.Errorf("pg_restore did not run with %s:\n%s", jobs, r.out)
 	}
 	nu.provision(append(nu.env, unset("BACKUP_PASSPHRASE"))...)
 	assertSameData(t, want, nu.fingerprint(t))
