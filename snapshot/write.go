@@ -395,8 +395,8 @@ func (b *Backup) dumpDatabase(ctx context.Context, m *Manifest) (string, error) 
 	err = b.upload(ctx, m, ObjectKey(m.ID, DBDump), DBDump, func(w io.Writer) error {
 		// BACKUP_COMPRESSION's level: by default 1% smaller than pg_dump
 		// -Fc's gzip output (its rows rechunked), in independent frames
-		// compressed two at a time (see frameWriter). Restore reads any level and any
-		// backup of before, one frame or many.
+		// compressed two at a time (see frameWriter). Restore reads any
+		// level and any backup of before, one frame or many.
 		level := b.Compression
 		if level == 0 {
 			level = zstd.SpeedDefault
@@ -411,15 +411,18 @@ func (b *Backup) dumpDatabase(ctx context.Context, m *Manifest) (string, error) 
 		cmd.Env = append(os.Environ(), "PGPASSWORD="+pg.Password)
 		cmd.Stderr = &stderr
 		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			return err
+		if err == nil {
+			err = cmd.Start()
 		}
-		if err := cmd.Start(); err != nil {
+		if err != nil {
+			zw.Close()
 			return fmt.Errorf("pg_dump: %w", err)
 		}
 		n, err := pgarchive.Rechunk(zw, stdout, rechunkSize)
 		if err != nil {
-			cmd.Process.Kill() // the target failed: pg_dump need not go on
+			// The target failed, or the output is no archive: pg_dump
+			// need not go on.
+			cmd.Process.Kill()
 		}
 		if werr := cmd.Wait(); werr != nil {
 			zw.Close()
