@@ -15,12 +15,12 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/mastodon-on-balena/mastodon-balena/bytesize"
 	"github.com/mastodon-on-balena/mastodon-balena/instance"
+	"github.com/mastodon-on-balena/mastodon-balena/jobs"
 	"github.com/mastodon-on-balena/mastodon-balena/pgarchive"
 	"github.com/mastodon-on-balena/mastodon-balena/problem"
 	"github.com/mastodon-on-balena/mastodon-balena/snapshot"
@@ -68,9 +68,10 @@ func (r *Restore) stageDump(ctx context.Context, log *slog.Logger, rd *snapshot.
 	}
 	// Room for the staged dump and for the database restored from it.
 	need := 2*raw + 256<<20
-	free, ferr := freeBytes(r.Dir.Path)
-	switch jobs := r.jobs(); {
-	case jobs == 1:
+	space, ferr := jobs.StatFS(r.Dir.Path)
+	free := int64(space.Free)
+	switch {
+	case r.jobs() == 1:
 		return r.stageCompressed(ctx, rd, st, state, progress)
 	case ferr == nil && free < need:
 		log.Warn("not enough free disk to restore the database with several jobs: restoring it with one, which takes longer",
@@ -157,15 +158,6 @@ func (r *Restore) checkDump(m *snapshot.Manifest, listErr error) error {
 		return fmt.Errorf("backup %s: the database dump: %w", m.ID, listErr)
 	}
 	return nil
-}
-
-// freeBytes is the space an unprivileged writer has left on dir's disk.
-func freeBytes(dir string) (int64, error) {
-	var s syscall.Statfs_t
-	if err := syscall.Statfs(dir, &s); err != nil {
-		return 0, err
-	}
-	return int64(s.Bavail) * int64(s.Bsize), nil
 }
 
 // pgRestore restores the staged dump, creating every object as Mastodon's
