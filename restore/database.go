@@ -279,13 +279,12 @@ func (o *restoreOutput) errors() string {
 // of the work: a table's data weighs its bytes, an index or constraint the
 // bytes of the tables it is built on, which is what its build reads.
 type restoreProgress struct {
-	weight map[int]int64
-	total  int64
-	w      io.Writer
+	weight map[int]int64 // items not finished yet
+	bar    *progressLog
 }
 
 func newRestoreProgress(ix *pgarchive.Index, bar *progressLog) *restoreProgress {
-	p := &restoreProgress{weight: map[int]int64{}, w: bar}
+	p := &restoreProgress{weight: map[int]int64{}, bar: bar}
 	tableData := map[int]int64{} // a table's dump ID -> its data's bytes
 	for _, e := range ix.Entries {
 		if e.DataSize > 0 {
@@ -308,10 +307,10 @@ func newRestoreProgress(ix *pgarchive.Index, bar *progressLog) *restoreProgress 
 			p.weight[e.DumpID] = n
 		}
 	}
+	bar.total = 0
 	for _, n := range p.weight {
-		p.total += n
+		bar.total += n
 	}
-	bar.total = p.total
 	return p
 }
 
@@ -326,21 +325,11 @@ func (p *restoreProgress) line(msg string) bool {
 	}
 	id, _, _ := strings.Cut(rest, " ")
 	if n, err := strconv.Atoi(id); err == nil && p.weight[n] > 0 {
-		p.advance(p.weight[n])
+		p.bar.add(p.weight[n])
 		delete(p.weight, n)
 	}
 	return true
 }
-
-func (p *restoreProgress) advance(n int64) {
-	for n > 0 {
-		c := min(n, 1<<20)
-		p.w.Write(zeros[:c])
-		n -= c
-	}
-}
-
-var zeros = make([]byte, 1<<20)
 
 // finish fills the bar: items pg_restore did not report (a serial pass)
 // are done too once it exits well.
@@ -350,5 +339,7 @@ func (p *restoreProgress) finish() {
 		left += n
 	}
 	p.weight = nil
-	p.advance(left)
+	if left > 0 {
+		p.bar.add(left)
+	}
 }

@@ -3,7 +3,6 @@ package restore
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -84,7 +83,7 @@ func TestRestoreProgressFollowsTheItemsPgRestoreFinishes(t *testing.T) {
 }
 
 func TestRestoreOutputKeepsTheErrorsNotTheVerboseLines(t *testing.T) {
-	out := &restoreOutput{progress: &restoreProgress{weight: map[int]int64{}, w: io.Discard}}
+	out := &restoreOutput{progress: &restoreProgress{weight: map[int]int64{}, bar: &progressLog{log: slog.New(slog.DiscardHandler)}}}
 	fmt.Fprint(out, "pg_restore: creating TABLE \"public.accounts\"\npg_restore: processing item 3 SCHEMA public\n"+
 		"pg_restore: from TOC entry 215; 1259 16385 TABLE accounts mastodon\n"+
 		"pg_restore: error: could not execute query: ERROR:  disk full\nCommand was: CREATE TABLE public.accounts (\n    id bigint")

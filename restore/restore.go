@@ -680,7 +680,13 @@ type progressLog struct {
 }
 
 func (p *progressLog) Write(b []byte) (int, error) {
-	p.done += int64(len(b))
+	p.add(int64(len(b)))
+	return len(b), nil
+}
+
+// add counts n more units done.
+func (p *progressLog) add(n int64) {
+	p.done += n
 	pct := 100.0
 	if p.total > 0 {
 		pct = min(100, 100*float64(p.done)/float64(p.total))
@@ -706,5 +712,4 @@ func (p *progressLog) Write(b []byte) (int, error) {
 			fmt.Fprintln(p.term)
 		}
 	}
-	return len(b), nil
 }
