@@ -2,10 +2,12 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -127,4 +129,37 @@ func TestBackupsOfTheLastFormat1ReleaseStayRestorable(t *testing.T) {
 	if len(a) == 0 || string(a) != string(b) {
 		t.Error("the old-format backup's media did not come back")
 	}
+}
+
+// lastPerRowChunksRelease is the last commit whose keeper stored the dump
+// as pg_dump wrote it, a chunk per row, and did not record its size.
+const lastPerRowChunksRelease = "25e2e70"
+
+// Its backups restore with this release's staging: indexed for several
+// pg_restore jobs, the free space estimated from the stored size.
+func TestBackupsOfTheReleaseBeforeRechunkingRestore(t *testing.T) {
+	t.Parallel()
+	oldBin := buildRelease(t, lastPerRowChunksRelease)
+	old := newBackupDevice(t, backupTarget{"file", fileTarget})
+	if _, err := old.db("mastodon_production").Exec(context.Background(), `INSERT INTO statuses (account_id, text) SELECT 1, 'per row ' || g FROM generate_series(1, 3000) g`); err != nil {
+		t.Fatal(err)
+	}
+	want := old.fingerprint(t)
+	r := old.runWith(t, oldBin, "backup")
+	m := regexp.MustCompile(`backup (` + idPattern + `) complete`).FindStringSubmatch(r.out)
+	if r.code != 0 || m == nil {
+		t.Fatalf("the old keeper's backup exited %d:\n%s", r.code, r.out)
+	}
+	if _, ok := old.manifest(t, m[1])["dump_bytes"]; ok {
+		t.Fatalf("the old keeper recorded the dump's size: not the release this test means")
+	}
+
+	nu := newDevice(t, old)
+	r = nu.keeper(nu.env, "restore")
+	jobs := fmt.Sprintf("jobs=%d", min(runtime.NumCPU(), 8))
+	if r.code != 0 || !strings.Contains(r.out, m[1]) || !strings.Contains(r.out, jobs) {
+		t.Fatalf("restore of the old release's backup exited %d (want backup %s, %s):\n%s", r.code, m[1], jobs, r.out)
+	}
+	nu.provision(append(nu.env, unset("BACKUP_PASSPHRASE"))...)
+	assertSameData(t, want, nu.fingerprint(t))
 }
