@@ -396,7 +396,9 @@ func mediaObjects(objs map[string]time.Time) map[string]time.Time {
 }
 
 // The README's recipe works: age, zstd, jq and pg_restore alone open a
-// backup, with the passphrase typed at age's prompt.
+// backup, with the passphrase typed at age's prompt - one whose dump
+// pg_dump 17 compressed (the images' tools), and one in the keeper's zstd
+// frames (a pg_dump older than 16).
 func TestABackupDecryptsByHandWithoutMastokeeper(t *testing.T) {
 	t.Parallel()
 	for _, tool := range []string{"age", "zstd", "jq", "pg_restore", "script"} {
@@ -404,8 +406,25 @@ func TestABackupDecryptsByHandWithoutMastokeeper(t *testing.T) {
 			stackMissing(t, "%s (the README's decrypt-by-hand recipe)", tool)
 		}
 	}
-	d := newBackupDevice(t, backupTarget{"file", fileTarget})
+	t.Run("archive compressed by pg_dump 17", func(t *testing.T) {
+		t.Parallel()
+		decryptByHand(t, "archive", pg17Path(t))
+	})
+	t.Run("zstd frames from pg_dump 15", func(t *testing.T) {
+		t.Parallel()
+		decryptByHand(t, "")
+	})
+}
+
+// decryptByHand follows the recipe on a backup whose manifest says the
+// dump has layout ("archive", or "" for zstd frames), on a stack with
+// stackEnv (PATH=... for other PostgreSQL tools).
+func decryptByHand(t *testing.T, layout string, stackEnv ...string) {
+	d := newBackupDevice(t, backupTarget{"file", fileTarget}, stackEnv...)
 	id := d.backup(t)
+	if got, _ := d.manifest(t, id)["dump_layout"].(string); got != layout {
+		t.Errorf("the dump's layout is %q, want %q", got, layout)
+	}
 	root := strings.TrimPrefix(d.env[0], "BACKUP_TARGET=file://")
 	work := t.TempDir()
 	// age reads a passphrase only from a terminal: `script` gives it one.
@@ -413,7 +432,7 @@ func TestABackupDecryptsByHandWithoutMastokeeper(t *testing.T) {
 cd "$ROOT"
 printf '%s\n' "$PASS" | script -qec "age -d -o $WORK/backup-key.txt keys/backup-key.age" /dev/null >/dev/null
 age -d -i $WORK/backup-key.txt snapshots/$ID/secrets.json.age > $WORK/secrets.json
-age -d -i $WORK/backup-key.txt snapshots/$ID/db.dump.zst.age | zstd -q -d > $WORK/mastodon.dump
+age -d -i $WORK/backup-key.txt snapshots/$ID/db.dump.zst.age | zstd -q -dcf > $WORK/mastodon.dump
 pg_restore --list $WORK/mastodon.dump > $WORK/toc.txt
 age -d -i $WORK/backup-key.txt snapshots/$ID/media-index.json.age |
   jq -r '.[] | .sha256 + " " + .path' | while read -r sum path; do
@@ -422,7 +441,7 @@ age -d -i $WORK/backup-key.txt snapshots/$ID/media-index.json.age |
   done
 `
 	cmd := exec.Command("bash", "-c", recipe)
-	cmd.Env = append(os.Environ(), "ROOT="+root, "WORK="+work, "ID="+id, "PASS="+passphrase)
+	cmd.Env = append(append(os.Environ(), stackEnv...), "ROOT="+root, "WORK="+work, "ID="+id, "PASS="+passphrase)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("the recipe failed: %v\n%s", err, out)
 	}

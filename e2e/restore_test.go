@@ -432,8 +432,8 @@ func TestARestoreWithSeveralJobsOnPostgreSQL17(t *testing.T) {
 	}
 	want := old.fingerprint(t)
 	id := old.backup(t)
-	if m := old.manifest(t, id); !strings.HasPrefix(fmt.Sprint(m["postgres_version"]), "17") || m["dump_bytes"] == nil {
-		t.Errorf("the manifest says PostgreSQL %v, dump bytes %v", m["postgres_version"], m["dump_bytes"])
+	if m := old.manifest(t, id); !strings.HasPrefix(fmt.Sprint(m["postgres_version"]), "17") || m["dump_bytes"] == nil || m["dump_layout"] != "archive" {
+		t.Errorf("the manifest says PostgreSQL %v, dump bytes %v, dump layout %v", m["postgres_version"], m["dump_bytes"], m["dump_layout"])
 	}
 
 	nu := newDevice(t, old, pg17)

@@ -24,6 +24,9 @@ import (
 	"strconv"
 )
 
+// Magic is how every custom-format archive begins.
+const Magic = "PGDMP"
+
 // Sections of the archive, as pg_dump numbers them.
 const (
 	SectionNone     = 1
@@ -248,7 +251,7 @@ func (r *reader) header() error {
 	if err := r.full(h[:]); err != nil {
 		return err
 	}
-	if string(h[:5]) != "PGDMP" {
+	if string(h[:5]) != Magic {
 		return r.fail("no PGDMP magic")
 	}
 	ix := r.ix

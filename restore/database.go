@@ -27,17 +27,18 @@ import (
 )
 
 // The database is restored by pg_restore with one job per core (at most
-// maxJobs) from the dump staged whole and uncompressed, its data offsets
-// written into its table of contents as it is staged (package pgarchive):
-// each job then seeks to its table. Without the offsets every job scans
-// the archive and several are no faster than one. On 2 cores, at scale 1
-// of scripts/bench-backup, this takes the whole restore from 1.06x the
-// time of a bare single-job pg_restore to 0.90x (its pg_restore phase to
-// 0.67x).
+// maxJobs) from the dump staged whole as a file, its data offsets written
+// into its table of contents as it is staged (package pgarchive): each job
+// then seeks to its table. Without the offsets every job scans the archive
+// and several are no faster than one. On 2 cores, at scale 1 of
+// scripts/bench-backup, this took the whole restore from 1.06x the time of
+// a bare single-job pg_restore to 0.90x (its pg_restore phase to 0.67x).
 //
-// The staged dump needs its uncompressed size on disk, beside the
-// database it becomes. A device short of room gets the dump staged
-// compressed, as before, and restored by one job reading it as a stream.
+// A dump in snapshot.LayoutArchive is staged as pg_dump wrote it,
+// compressed. One in LayoutFrames is staged uncompressed, which needs that
+// size on disk beside the database it becomes: a device short of room
+// gets it staged compressed, as before, and restored by one job reading
+// it as a stream.
 const maxJobs = 8
 
 // oldRatio estimates the uncompressed size of a dump from a backup that
@@ -54,10 +55,11 @@ func (r *Restore) jobs() int {
 	return DefaultJobs()
 }
 
-// stageDump downloads the dump into the state staging area: decompressed,
-// indexed and patched for several jobs when there is room, compressed
-// otherwise. Either way every byte is decrypted, authenticated and read
-// by pg_restore --list before anything on the device changes.
+// stageDump downloads the dump into the state staging area as pg_dump's
+// archive, indexed and patched for several jobs - frames decompressed when
+// there is room for that, else staged compressed. Either way every byte is
+// decrypted, authenticated and read by pg_restore --list before anything
+// on the device changes.
 func (r *Restore) stageDump(ctx context.Context, log *slog.Logger, rd *snapshot.Reader, st *staged, state *os.Root) error {
 	m := st.m
 	dbObj, _ := m.Object(snapshot.DBDump)
@@ -71,6 +73,8 @@ func (r *Restore) stageDump(ctx context.Context, log *slog.Logger, rd *snapshot.
 	space, ferr := jobs.StatFS(r.Dir.Path)
 	free := int64(space.Free)
 	switch {
+	case m.DumpLayout == snapshot.LayoutArchive:
+		// Staged as stored: no more room than the download needs.
 	case r.jobs() == 1:
 		return r.stageCompressed(ctx, rd, st, state, progress)
 	case ferr == nil && free < need:
@@ -88,13 +92,13 @@ func (r *Restore) stageDump(ctx context.Context, log *slog.Logger, rd *snapshot.
 	indexed := make(chan error, 1)
 	go func() {
 		indexed <- func() error {
-			zr, err := zstd.NewReader(pr, zstd.WithDecoderConcurrency(2))
+			dump, err := snapshot.OpenDump(pr, 2)
 			if err != nil {
 				return err
 			}
-			defer zr.Close()
+			defer dump.Close()
 			bw := bufio.NewWriterSize(f, 1<<20)
-			tee := io.TeeReader(zr, bw)
+			tee := io.TeeReader(dump, bw)
 			ix, ixErr := pgarchive.Read(tee)
 			// What the index could not follow is copied all the same: it
 			// only speeds pg_restore up.
@@ -152,7 +156,7 @@ func (r *Restore) stageCompressed(ctx context.Context, rd *snapshot.Reader, st *
 // checkDump turns pg_restore --list's verdict into the restore's.
 func (r *Restore) checkDump(m *snapshot.Manifest, listErr error) error {
 	if errors.Is(listErr, snapshot.ErrPgRestoreTooOld) {
-		return &problem.Refused{Err: fmt.Errorf("backup %s was taken from PostgreSQL %s, newer than this device's PostgreSQL tools read: restore it onto a device running this project's current images. Nothing was changed (%v)", m.ID, m.PostgresVersion, listErr)}
+		return &problem.Refused{Err: fmt.Errorf("backup %s (PostgreSQL %s) was dumped by a newer pg_dump than this device's PostgreSQL tools read: restore it onto a device running this project's current images. Nothing was changed (%v)", m.ID, m.PostgresVersion, listErr)}
 	}
 	if listErr != nil {
 		return fmt.Errorf("backup %s: the database dump: %w", m.ID, listErr)

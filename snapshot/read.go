@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/mastodon-on-balena/mastodon-balena/pgarchive"
 	"github.com/mastodon-on-balena/mastodon-balena/storage"
 )
 
@@ -372,25 +374,44 @@ func MarkVerified(ctx context.Context, s storage.Store, k *Key, m *Manifest, med
 // device's pg_restore reads: the backup is fine, the device is older.
 var ErrPgRestoreTooOld = errors.New("this device's pg_restore is older than the pg_dump that made the backup")
 
-// ListDump decompresses the dump into `pg_restore --list`, which reads the
-// table of contents, then reads the rest so that every byte is decrypted
-// and checked.
+// OpenDump reads a decrypted database dump of either layout as the
+// archive pg_dump wrote: frames are decompressed (with decoders
+// goroutines), an archive is passed on as it is. Close releases the
+// decoder.
+func OpenDump(r io.Reader, decoders int) (io.ReadCloser, error) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	head, err := br.Peek(len(pgarchive.Magic))
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	if string(head) == pgarchive.Magic {
+		return io.NopCloser(br), nil
+	}
+	zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(decoders), zstd.WithDecoderLowmem(decoders == 1))
+	if err != nil {
+		return nil, err
+	}
+	return zr.IOReadCloser(), nil
+}
+
+// ListDump has `pg_restore --list` read the dump's table of contents, then
+// reads the rest so that every byte is decrypted and checked.
 func ListDump(ctx context.Context, r io.Reader, decoders int) error {
-	zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(decoders), zstd.WithDecoderLowmem(decoders == 1))
+	dump, err := OpenDump(r, decoders)
 	if err != nil {
 		return err
 	}
-	defer zr.Close()
+	defer dump.Close()
 	cmd := exec.CommandContext(ctx, "pg_restore", "--list")
 	var stderr bytes.Buffer
 	// A plain Reader: os/exec ignores the broken pipe when pg_restore stops
 	// reading after the table of contents only if it sees the bare write
 	// error, which zstd's WriteTo would wrap.
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = struct{ io.Reader }{zr}, io.Discard, &stderr
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = struct{ io.Reader }{dump}, io.Discard, &stderr
 	runErr := cmd.Run()
 	// pg_restore stops reading after the table of contents: read the rest
 	// so that every byte is decrypted and checked.
-	_, drainErr := io.Copy(io.Discard, zr)
+	_, drainErr := io.Copy(io.Discard, dump)
 	if drainErr != nil {
 		return drainErr
 	}

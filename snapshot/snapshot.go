@@ -6,7 +6,7 @@
 //	owner.json                            which instance and device write here; authenticated
 //	keys/backup-key.age                   the instance's backup key, sealed with the passphrase or the admin's age key
 //	media/<ab>/<sha256>.age               one local upload, encrypted; shared by every snapshot that has it
-//	snapshots/<id>/db.dump.zst.age        pg_dump custom format, zstd, encrypted
+//	snapshots/<id>/db.dump.zst.age        pg_dump custom format, zstd, encrypted (see DumpLayout)
 //	snapshots/<id>/secrets.json.age       the instance record (domain, secrets), encrypted
 //	snapshots/<id>/media-index.json.age   path -> blob of every local upload, encrypted
 //	snapshots/<id>/manifest.json          sizes and checksums of the above; authenticated; uploaded LAST
@@ -53,6 +53,19 @@ const (
 	prefix     = "snapshots/"
 )
 
+// The layouts of the database dump (Manifest.DumpLayout). Both are one
+// object, DBDump; a reader tells them apart by their first bytes too.
+const (
+	// LayoutFrames: `pg_dump -Fc -Z0`'s archive, its rows in large chunks,
+	// in independent zstd frames compressed by the keeper's own workers.
+	// Every backup of before, and any from a pg_dump older than 16.
+	LayoutFrames = ""
+	// LayoutArchive: `pg_dump -Fc -Z zstd:N`'s archive as pg_dump wrote
+	// it, each table's data compressed by pg_dump. pg_restore reads it
+	// directly, with several jobs, without staging it uncompressed.
+	LayoutArchive = "archive"
+)
+
 // objectNames are the only objects a manifest may list.
 var objectNames = map[string]bool{DBDump: true, Secrets: true, MediaIndex: true}
 
@@ -74,8 +87,11 @@ type Manifest struct {
 	// MediaBlobs are the plaintext SHA-256 sums (and blob names) of the
 	// local uploads this snapshot needs.
 	MediaBlobs []string `json:"media_blobs"`
-	// DumpBytes is the database dump's size uncompressed, which a restore
-	// needs free to stage it whole (0 in backups of before).
+	// DumpLayout says how the database dump is compressed: LayoutFrames
+	// or LayoutArchive.
+	DumpLayout string `json:"dump_layout,omitempty"`
+	// DumpBytes is the size of the archive pg_dump wrote, which a restore
+	// stages whole: uncompressed in LayoutFrames (0 in backups of before).
 	DumpBytes  int64 `json:"dump_bytes,omitempty"`
 	MediaFiles int   `json:"media_files"`
 	MediaBytes int64 `json:"media_bytes"`
@@ -134,6 +150,9 @@ func (m *Manifest) check(id string) error {
 		if !seen[name] {
 			return fmt.Errorf("it lists no %s", name)
 		}
+	}
+	if m.DumpLayout != LayoutFrames && m.DumpLayout != LayoutArchive {
+		return fmt.Errorf("its database dump has the layout %q", m.DumpLayout)
 	}
 	for _, b := range m.MediaBlobs {
 		if !IsSum(b) {
