@@ -145,7 +145,7 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader) (err error) {
 	if err := f.Chmod(fileMode); err != nil {
 		return err
 	}
-	if _, err := io.Copy(f, &ctxReader{ctx: ctx, r: r}); err != nil {
+	if _, err := io.Copy(&writeback{f: f}, &ctxReader{ctx: ctx, r: r}); err != nil {
 		var re *readError
 		if errors.As(err, &re) {
 			return storage.Permanent(fmt.Errorf("reading the data: %w", re.err))
