@@ -404,9 +404,10 @@ func TestRestoreOntoANewerPostgreSQLMajor(t *testing.T) {
 	assertSameData(t, want, got)
 }
 
-// On the images' PostgreSQL 17, server and tools, a backup restores with
-// one pg_restore job per core, each seeking to its table in the staged
-// dump, and the data is the same.
+// On the images' PostgreSQL 17, server and tools, a backup - pg_dump's own
+// zstd archive - restores with one pg_restore job per core, each seeking
+// to its table in the staged archive, and with one under RESTORE_JOBS=1;
+// the data is the same.
 func TestARestoreWithSeveralJobsOnPostgreSQL17(t *testing.T) {
 	t.Parallel()
 	if runtime.NumCPU() < 2 {
@@ -436,20 +437,28 @@ func TestARestoreWithSeveralJobsOnPostgreSQL17(t *testing.T) {
 		t.Errorf("the manifest says PostgreSQL %v, dump bytes %v, dump layout %v", m["postgres_version"], m["dump_bytes"], m["dump_layout"])
 	}
 
-	nu := newDevice(t, old, pg17)
-	r := nu.keeper(nu.env, "restore")
-	if r.code != 0 {
-		t.Fatalf("restore exited %d:\n%s", r.code, r.out)
-	}
-	if jobs := fmt.Sprintf("jobs=%d", min(runtime.NumCPU(), 8)); !strings.Contains(r.out, jobs) {
-		t.Errorf("pg_restore did not run with %s:\n%s", jobs, r.out)
-	}
-	nu.provision(append(nu.env, unset("BACKUP_PASSPHRASE"))...)
-	assertSameData(t, want, nu.fingerprint(t))
-	var indexes int
-	nu.db("mastodon_production").QueryRow(ctx, "SELECT count(*) FROM pg_indexes WHERE indexname = 'index_statuses_text'").Scan(&indexes)
-	if indexes != 1 {
-		t.Error("the index built by a parallel job is missing")
+	// The default, one job per core; and RESTORE_JOBS=1, which reads the
+	// same staged archive with one.
+	for _, jobs := range []int{min(runtime.NumCPU(), 8), 1} {
+		nu := newDevice(t, old, pg17)
+		env := nu.env
+		if jobs == 1 {
+			env = append(env, "RESTORE_JOBS=1")
+		}
+		r := nu.keeper(env, "restore")
+		if r.code != 0 {
+			t.Fatalf("restore exited %d:\n%s", r.code, r.out)
+		}
+		if !strings.Contains(r.out, fmt.Sprintf("jobs=%d", jobs)) {
+			t.Errorf("pg_restore did not run with jobs=%d:\n%s", jobs, r.out)
+		}
+		nu.provision(append(nu.env, unset("BACKUP_PASSPHRASE"))...)
+		assertSameData(t, want, nu.fingerprint(t))
+		var indexes int
+		nu.db("mastodon_production").QueryRow(ctx, "SELECT count(*) FROM pg_indexes WHERE indexname = 'index_statuses_text'").Scan(&indexes)
+		if indexes != 1 {
+			t.Errorf("jobs=%d: the index built by a parallel job is missing", jobs)
+		}
 	}
 }
 
