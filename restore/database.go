@@ -16,8 +16,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/klauspost/compress/zstd"
-
 	"github.com/mastodon-on-balena/mastodon-balena/bytesize"
 	"github.com/mastodon-on-balena/mastodon-balena/instance"
 	"github.com/mastodon-on-balena/mastodon-balena/jobs"
@@ -195,13 +193,13 @@ func (r *Restore) pgRestore(ctx context.Context, log *slog.Logger, rec *instance
 	log.Info("restoring the database with pg_restore: the longest step, minutes for a large instance on a Raspberry Pi", "jobs", jobs)
 	switch {
 	case st.compressed:
-		zr, err := zstd.NewReader(f, zstd.WithDecoderConcurrency(2))
+		dump, err := snapshot.OpenDump(f, 2)
 		if err != nil {
 			return err
 		}
-		defer zr.Close()
+		defer dump.Close()
 		cmd.Args = append(cmd.Args, args...)
-		cmd.Stdin = zr
+		cmd.Stdin = dump
 	default:
 		if st.index != nil {
 			bar := r.progress(log, "database", 0)

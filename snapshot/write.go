@@ -113,8 +113,8 @@ type Result struct {
 }
 
 // compressionLevels are BACKUP_COMPRESSION's values. Against default, on 2
-// cores: with pg_dump 17's zstd (archiveLevels), fast backs up 1.6x faster
-// into 9% more and small is 12% smaller but 4x slower; in the keeper's 2
+// cores: with pg_dump 17's zstd (archiveLevels), fast backs up 1.4x faster
+// into 8% more and small is 12% smaller but 4x slower; in the keeper's 2
 // MiB frames, fast is 1.2x faster into 5% more and small 5% smaller but 4x
 // slower.
 var compressionLevels = map[string]zstd.EncoderLevel{
