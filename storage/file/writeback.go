@@ -15,8 +15,8 @@ const writebackEvery = 8 << 20
 // at the end of a long upload waits for the last few MiB only, not for
 // the whole object (313 MiB written over 3 s on this machine's disk: the
 // Sync took 0.16-0.34 s instead of 0.45-0.47), and a Pi's little memory
-// does not fill with dirty pages. Durability is
-// still the final Sync's: this only starts it early.
+// does not fill with dirty pages. Durability is still the final Sync's:
+// this only starts it early.
 type writeback struct {
 	f          *os.File
 	off, start int64
