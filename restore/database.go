@@ -62,23 +62,24 @@ func (r *Restore) stageDump(ctx context.Context, log *slog.Logger, rd *snapshot.
 	m := st.m
 	dbObj, _ := m.Object(snapshot.DBDump)
 	progress := r.progress(log, "database", dbObj.Size)
-	raw := m.DumpBytes
-	if raw <= 0 {
-		raw = dbObj.Size * oldRatio
-	}
-	// Room for the staged dump and for the database restored from it.
-	need := 2*raw + 256<<20
-	space, ferr := jobs.StatFS(r.Dir.Path)
-	free := int64(space.Free)
 	switch {
 	case m.DumpLayout == snapshot.LayoutArchive:
 		// Staged as stored: no more room than the download needs.
 	case r.jobs() == 1:
 		return r.stageCompressed(ctx, rd, st, state, progress)
-	case ferr == nil && free < need:
-		log.Warn("not enough free disk to restore the database with several jobs: restoring it with one, which takes longer",
-			"free", bytesize.Format(free), "needed", bytesize.Format(need))
-		return r.stageCompressed(ctx, rd, st, state, progress)
+	default:
+		raw := m.DumpBytes
+		if raw <= 0 {
+			raw = dbObj.Size * oldRatio
+		}
+		// Room for the uncompressed dump and for the database restored
+		// from it.
+		need := 2*raw + 256<<20
+		if space, err := jobs.StatFS(r.Dir.Path); err == nil && int64(space.Free) < need {
+			log.Warn("not enough free disk to restore the database with several jobs: restoring it with one, which takes longer",
+				"free", bytesize.Format(int64(space.Free)), "needed", bytesize.Format(need))
+			return r.stageCompressed(ctx, rd, st, state, progress)
+		}
 	}
 	st.dump = path.Join(stateStaging, "db.dump")
 	f, err := state.OpenFile(st.dump, os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o600)

@@ -83,8 +83,9 @@ type staged struct {
 	m   *snapshot.Manifest
 	key *snapshot.Key
 	rec *instance.Record
-	// dump is the pg_dump archive in the state directory, uncompressed
-	// (indexed when index is set) or zstd-compressed.
+	// dump is the staged dump in the state directory: pg_dump's archive
+	// (indexed when index is set) or, when compressed, the keeper's zstd
+	// frames around it.
 	dump       string
 	compressed bool
 	index      *pgarchive.Index

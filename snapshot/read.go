@@ -418,7 +418,8 @@ func ListDump(ctx context.Context, r io.Reader, decoders int) error {
 	return listed(runErr, &stderr)
 }
 
-// ListDumpFile has `pg_restore --list` read an uncompressed dump in a file.
+// ListDumpFile has `pg_restore --list` read a pg_dump archive staged in a
+// file (not the keeper's zstd frames).
 func ListDumpFile(ctx context.Context, f *os.File) error {
 	cmd := exec.CommandContext(ctx, "pg_restore", "--list", "/dev/fd/3")
 	var stderr bytes.Buffer
